@@ -1,0 +1,35 @@
+#ifndef MG_SPAWN_H
+#define MG_SPAWN_H
+#include <sys/types.h>
+
+// What the child runs. Every pointer is prepared by the caller before the
+// clone, because the child may call only async-signal-safe functions.
+struct mg_spawn_config {
+    const char *_Nonnull path;              // absolute path of the program
+    char *const _Nullable *_Nonnull argv;  // NULL-terminated
+    char *const _Nullable *_Nonnull envp;  // NULL-terminated
+    const char *_Nullable directory;        // working directory, or NULL to keep the caller's
+    int new_user_namespace;                 // 1 when the caller lacks CAP_SYS_ADMIN
+};
+
+struct mg_spawn_result {
+    pid_t init_pid;  // the namespace's init, as seen from the caller
+    int status_fd;   // read end: 4 bytes, the program's wait status, when it ends
+    int error_fd;    // read end: EOF once exec succeeded, or 8 bytes {stage, errno}
+};
+
+// Stages reported on error_fd.
+enum {
+    MG_SPAWN_STAGE_FORK = 1,
+    MG_SPAWN_STAGE_CHDIR = 2,
+    MG_SPAWN_STAGE_EXEC = 3,
+};
+
+// Starts a small init in new PID namespace (and a user namespace if asked)
+// that runs the program, forwards signals to it and reaps orphans. SIGKILL to
+// the init kills every process in the namespace, so no descendant can outlive
+// it, and the init dies with the thread that called this function
+// (PR_SET_PDEATHSIG). Returns 0, or an errno value.
+int mg_spawn(const struct mg_spawn_config *_Nonnull config, struct mg_spawn_result *_Nonnull result);
+
+#endif

@@ -1,0 +1,220 @@
+#define _GNU_SOURCE
+#include "mg_spawn.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+struct init_arguments {
+    const struct mg_spawn_config *config;
+    int sync_read;   // parent writes one byte once the namespace maps are set
+    int sync_write;
+    int status_read;
+    int status_write;
+    int error_read;
+    int error_write;
+    sigset_t original_mask;
+};
+
+static void write_all(int fd, const void *data, size_t length) {
+    const char *bytes = data;
+    while (length > 0) {
+        ssize_t written = write(fd, bytes, length);
+        if (written < 0 && errno == EINTR) continue;
+        if (written <= 0) return;
+        bytes += written;
+        length -= (size_t)written;
+    }
+}
+
+static void report_error(int fd, int32_t stage, int32_t error) {
+    int32_t message[2] = {stage, error};
+    write_all(fd, message, sizeof message);
+}
+
+static void close_descriptors_from(int first, int keep) {
+    // close_range (Linux 5.9) in one call; the loop is the fallback for older kernels.
+    if (keep < first) {
+        if (syscall(SYS_close_range, first, ~0U, 0) == 0) return;
+    } else {
+        if (keep > first) syscall(SYS_close_range, first, keep - 1, 0);
+        if (syscall(SYS_close_range, keep + 1, ~0U, 0) == 0) return;
+    }
+    long max = sysconf(_SC_OPEN_MAX);
+    for (int fd = first; fd < max; fd++) {
+        if (fd != keep) close(fd);
+    }
+}
+
+// Runs in the program's process: restores what the init changed, then execs.
+static void exec_program(const struct init_arguments *arguments) {
+    const struct mg_spawn_config *config = arguments->config;
+    struct sigaction default_action;
+    memset(&default_action, 0, sizeof default_action);
+    default_action.sa_handler = SIG_DFL;
+    for (int signal_number = 1; signal_number < NSIG; signal_number++) {
+        if (signal_number == SIGKILL || signal_number == SIGSTOP) continue;
+        sigaction(signal_number, &default_action, NULL);  // ignored dispositions survive exec
+    }
+    sigprocmask(SIG_SETMASK, &arguments->original_mask, NULL);
+    if (config->directory != NULL && chdir(config->directory) != 0) {
+        report_error(arguments->error_write, MG_SPAWN_STAGE_CHDIR, errno);
+        _exit(127);
+    }
+    close_descriptors_from(3, arguments->error_write);
+    execve(config->path, config->argv, config->envp);
+    report_error(arguments->error_write, MG_SPAWN_STAGE_EXEC, errno);
+    _exit(127);
+}
+
+// The namespace's PID 1. A PID 1 ignores every signal it has no handler for,
+// so it blocks them all and forwards the ones a supervisor sends.
+static int init_main(void *opaque) {
+    struct init_arguments *arguments = opaque;
+    close(arguments->sync_write);
+    close(arguments->status_read);
+    close(arguments->error_read);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+
+    // EOF here means the supervisor died before the death signal was armed.
+    char byte;
+    ssize_t got;
+    do {
+        got = read(arguments->sync_read, &byte, 1);
+    } while (got < 0 && errno == EINTR);
+    if (got != 1) _exit(1);
+    close(arguments->sync_read);
+
+    sigset_t all;
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, NULL);
+
+    // The raw system call: glibc's fork() would take malloc locks that another
+    // thread of the supervisor may have held at the moment of the clone.
+    pid_t program = (pid_t)syscall(SYS_fork);
+    if (program < 0) {
+        report_error(arguments->error_write, MG_SPAWN_STAGE_FORK, errno);
+        _exit(1);
+    }
+    if (program == 0) exec_program(arguments);
+    close(arguments->error_write);
+
+    for (;;) {
+        siginfo_t info;
+        int signal_number = sigwaitinfo(&all, &info);
+        if (signal_number < 0) continue;
+        if (signal_number == SIGCHLD) {
+            for (;;) {
+                int status = 0;
+                pid_t reaped = waitpid(-1, &status, WNOHANG);
+                if (reaped <= 0) break;
+                if (reaped == program) {
+                    int32_t reported = status;
+                    write_all(arguments->status_write, &reported, sizeof reported);
+                    // Exiting as PID 1 makes the kernel kill what the program left behind.
+                    _exit(0);
+                }
+            }
+        } else if (signal_number == SIGTERM) {
+            kill(-1, SIGTERM);  // every process of the namespace but this one
+        } else if (signal_number == SIGINT || signal_number == SIGHUP || signal_number == SIGQUIT ||
+                   signal_number == SIGUSR1 || signal_number == SIGUSR2 || signal_number == SIGWINCH ||
+                   signal_number == SIGCONT) {
+            kill(program, signal_number);
+        }
+    }
+}
+
+static int write_file(const char *path, const char *text) {
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return errno;
+    ssize_t length = (ssize_t)strlen(text);
+    int error = write(fd, text, (size_t)length) == length ? 0 : errno;
+    close(fd);
+    return error;
+}
+
+static int map_identity(pid_t pid) {
+    char path[64];
+    char line[64];
+    snprintf(path, sizeof path, "/proc/%d/setgroups", (int)pid);
+    int error = write_file(path, "deny");
+    if (error != 0 && error != ENOENT) return error;
+    snprintf(path, sizeof path, "/proc/%d/uid_map", (int)pid);
+    snprintf(line, sizeof line, "%u %u 1\n", (unsigned)getuid(), (unsigned)getuid());
+    if ((error = write_file(path, line)) != 0) return error;
+    snprintf(path, sizeof path, "/proc/%d/gid_map", (int)pid);
+    snprintf(line, sizeof line, "%u %u 1\n", (unsigned)getgid(), (unsigned)getgid());
+    return write_file(path, line);
+}
+
+int mg_spawn(const struct mg_spawn_config *config, struct mg_spawn_result *result) {
+    int sync_pipe[2], status_pipe[2], error_pipe[2];
+    if (pipe2(sync_pipe, O_CLOEXEC) != 0) return errno;
+    if (pipe2(status_pipe, O_CLOEXEC) != 0) {
+        int error = errno;
+        close(sync_pipe[0]);
+        close(sync_pipe[1]);
+        return error;
+    }
+    if (pipe2(error_pipe, O_CLOEXEC) != 0) {
+        int error = errno;
+        close(sync_pipe[0]);
+        close(sync_pipe[1]);
+        close(status_pipe[0]);
+        close(status_pipe[1]);
+        return error;
+    }
+
+    struct init_arguments arguments = {
+        .config = config,
+        .sync_read = sync_pipe[0], .sync_write = sync_pipe[1],
+        .status_read = status_pipe[0], .status_write = status_pipe[1],
+        .error_read = error_pipe[0], .error_write = error_pipe[1],
+    };
+    sigprocmask(SIG_SETMASK, NULL, &arguments.original_mask);
+
+    const size_t stack_size = 256 * 1024;
+    char *stack = malloc(stack_size);
+    int error = 0;
+    pid_t pid = -1;
+    if (stack == NULL) {
+        error = ENOMEM;
+    } else {
+        int flags = SIGCHLD | CLONE_NEWPID | (config->new_user_namespace ? CLONE_NEWUSER : 0);
+        pid = clone(init_main, stack + stack_size, flags, &arguments);
+        if (pid < 0) error = errno;
+        free(stack);  // the child runs on its own copy of this memory
+    }
+    close(sync_pipe[0]);
+    close(status_pipe[1]);
+    close(error_pipe[1]);
+    if (pid > 0 && config->new_user_namespace) error = map_identity(pid);
+    if (pid > 0 && error == 0) {
+        char byte = 1;
+        if (write(sync_pipe[1], &byte, 1) != 1) error = errno;
+    }
+    close(sync_pipe[1]);
+    if (error != 0) {
+        if (pid > 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+        }
+        close(status_pipe[0]);
+        close(error_pipe[0]);
+        return error;
+    }
+    result->init_pid = pid;
+    result->status_fd = status_pipe[0];
+    result->error_fd = error_pipe[0];
+    return 0;
+}

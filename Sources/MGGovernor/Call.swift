@@ -1,0 +1,68 @@
+import MGPolicy
+
+/// What the governor needs to know about one call before it is forwarded.
+public struct CallDescriptor: Sendable {
+    /// Every name the call is governed under, such as `llm:gpt-4o` and `llm:completion`.
+    public var actions: [String]
+    public var model: String
+    public var price: ModelPrice
+    /// An upper bound of the input tokens the provider can bill, for cost reservations.
+    public var inputTokensBound: Int
+    /// A best guess of the input tokens, for per-call token caps.
+    public var inputTokensEstimate: Int
+    /// The client's own output cap (`max_tokens` and its variants), if it sent one.
+    public var requestedOutputTokens: Int?
+    /// Whether the call produces output tokens at all (false for embeddings).
+    public var producesOutput: Bool
+    /// Completions requested (`n`); each is billed for its output.
+    public var choices: Int
+
+    public init(actions: [String], model: String, price: ModelPrice, inputTokensBound: Int, inputTokensEstimate: Int,
+                requestedOutputTokens: Int? = nil, producesOutput: Bool = true, choices: Int = 1) {
+        self.actions = actions
+        self.model = model
+        self.price = price
+        self.inputTokensBound = inputTokensBound
+        self.inputTokensEstimate = inputTokensEstimate
+        self.requestedOutputTokens = requestedOutputTokens
+        self.producesOutput = producesOutput
+        self.choices = max(1, choices)
+    }
+}
+
+/// Tokens a provider reported for one call, split by how each part is priced.
+public struct Usage: Sendable, Equatable {
+    /// Input tokens billed at the full input price.
+    public var uncachedInputTokens: Int
+    /// Input tokens read from a prompt cache.
+    public var cacheReadTokens: Int
+    /// Input tokens written to a prompt cache (Anthropic).
+    public var cacheWriteTokens: Int
+    /// Output tokens, reasoning tokens included.
+    public var outputTokens: Int
+    /// True when the provider reported no usage and mg-run charged its own bound.
+    public var estimated: Bool
+
+    public init(uncachedInputTokens: Int, cacheReadTokens: Int = 0, cacheWriteTokens: Int = 0, outputTokens: Int, estimated: Bool = false) {
+        self.uncachedInputTokens = uncachedInputTokens
+        self.cacheReadTokens = cacheReadTokens
+        self.cacheWriteTokens = cacheWriteTokens
+        self.outputTokens = outputTokens
+        self.estimated = estimated
+    }
+
+    public var inputTokens: Int { uncachedInputTokens + cacheReadTokens + cacheWriteTokens }
+
+    public static let none = Usage(uncachedInputTokens: 0, outputTokens: 0)
+}
+
+public enum Pricing {
+    /// The settled cost of a call: each part of the usage at its own price.
+    public static func cost(of usage: Usage, at price: ModelPrice) -> USD {
+        let picodollars = Int64(usage.uncachedInputTokens) * price.inputPerToken
+            + Int64(usage.cacheReadTokens) * price.cachedInputPerToken
+            + Int64(usage.cacheWriteTokens) * price.cacheWritePerToken
+            + Int64(usage.outputTokens) * price.outputPerToken
+        return USD(picodollars: picodollars)
+    }
+}

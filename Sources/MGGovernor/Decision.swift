@@ -1,0 +1,69 @@
+import MGPolicy
+
+/// A call the governor let through, with the cost reserved for it.
+public struct Admission: Sendable {
+    public var id: UInt64
+    /// The output cap to send upstream; nil when the call produces no output.
+    public var outputTokens: Int?
+    /// Whether mg-run must set or lower the client's output cap to `outputTokens`.
+    public var rewritesOutputCap: Bool
+    public var reservedCost: USD
+}
+
+public struct Refusal: Sendable, Error {
+    public enum Kind: Sendable, Equatable {
+        /// A window that reopens after this many seconds.
+        case window(retryAfterSeconds: Double)
+        /// A ceiling that cannot reopen in this task.
+        case quota
+        /// The policy forbids the call as it is (deny rule, per-call cap, unpriced model).
+        case forbidden
+    }
+
+    public var kind: Kind
+    /// The limit that refused the call, such as `rules[0].rate_limit.max_per_minute`.
+    public var limit: String
+    /// A sentence for the agent and the audit log: what was refused, by which rule and where.
+    public var message: String
+    /// Set when this refusal means the run cannot go on, e.g. `cost_ceiling:max_usd_per_task`.
+    public var stopReason: String?
+
+    public init(kind: Kind, limit: String, message: String, stopReason: String? = nil) {
+        self.kind = kind
+        self.limit = limit
+        self.message = message
+        self.stopReason = stopReason
+    }
+
+    /// Forbidden outranks a ceiling, which outranks a window; among windows, the longer wait.
+    func isMoreSevere(than other: Refusal) -> Bool {
+        switch (kind, other.kind) {
+        case (.forbidden, .forbidden), (.quota, .quota): return false
+        case (.forbidden, _): return true
+        case (_, .forbidden): return false
+        case (.quota, _): return true
+        case (_, .quota): return false
+        case (.window(let mine), .window(let theirs)): return mine > theirs
+        }
+    }
+}
+
+public enum Decision: Sendable {
+    case admit(Admission)
+    case refuse(Refusal)
+}
+
+/// Run totals, for the summary.
+public struct Totals: Sendable, Equatable {
+    public var calls = 0
+    public var denied = 0
+    /// Refused calls answered with a graceful conclusion; a subset of `denied`.
+    public var concluded = 0
+    public var inputTokens = 0
+    public var outputTokens = 0
+    public var cost = USD.zero
+    public var reserved = USD.zero
+    public var inFlight = 0
+
+    public init() {}
+}

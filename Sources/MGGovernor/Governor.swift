@@ -1,0 +1,253 @@
+import MGPolicy
+import Synchronization
+
+/// Decides every call against every layer's rules and keeps the windows,
+/// reservations and spend that those decisions need. Pure: time comes from an
+/// injected source and nothing here touches a socket or a file.
+///
+/// The guarantee: `admit` reserves an upper bound of the call's cost and
+/// counts the call in every window before it returns, under one lock, so no
+/// interleaving of concurrent calls can admit more than a limit or reserve past
+/// a ceiling. `settle` replaces the reservation by the reported cost and
+/// `release` gives it back for a call that the provider did not bill.
+public final class Governor: Sendable {
+    /// The fewest output tokens worth forwarding a call for when the client set no smaller cap.
+    public static let minimumOutputTokens = 16
+
+    private let layers: [Policy]
+    private let time: any TimeSource
+    private let state: Mutex<State>
+
+    private struct RuleKey: Hashable {
+        var layer: Int
+        var rule: Int
+    }
+
+    private struct WindowEntry {
+        var time: Double
+        var id: UInt64
+    }
+
+    private struct RuleState {
+        var entries: [WindowEntry] = []   // admitted calls of the last day, oldest first
+        var taskCalls = 0                 // admitted calls in this task, in flight included
+        var inFlight = 0
+        var settled = USD.zero
+        var reserved = USD.zero
+    }
+
+    private struct Reservation {
+        var rules: [RuleKey]
+        var cost: USD
+        var price: ModelPrice
+    }
+
+    private struct State {
+        var nextID: UInt64 = 1
+        var rules: [RuleKey: RuleState] = [:]
+        var reservations: [UInt64: Reservation] = [:]
+        var totals = Totals()
+    }
+
+    public init(layers: [Policy], time: any TimeSource = SystemTimeSource()) {
+        self.layers = layers
+        self.time = time
+        self.state = Mutex(State())
+    }
+
+    public var totals: Totals { state.withLock { $0.totals } }
+
+    /// Decides one call. On admission the reservation stays until `settle` or `release`.
+    public func admit(_ call: CallDescriptor) -> Decision {
+        let now = time.now()
+        return state.withLock { state -> Decision in
+            let decision = decide(call, now: now, state: &state)
+            if case .refuse = decision { state.totals.denied += 1 }
+            return decision
+        }
+    }
+
+    /// Replaces the call's reservation by the cost of what the provider reported, and returns that cost.
+    @discardableResult
+    public func settle(_ id: UInt64, usage: Usage) -> USD {
+        state.withLock { state -> USD in
+            guard let reservation = state.reservations.removeValue(forKey: id) else { return .zero }
+            let cost = Pricing.cost(of: usage, at: reservation.price)
+            for key in reservation.rules {
+                state.rules[key, default: RuleState()].reserved -= reservation.cost
+                state.rules[key, default: RuleState()].settled += cost
+                state.rules[key, default: RuleState()].inFlight -= 1
+            }
+            state.totals.reserved -= reservation.cost
+            state.totals.inFlight -= 1
+            state.totals.cost += cost
+            state.totals.inputTokens += usage.inputTokens
+            state.totals.outputTokens += usage.outputTokens
+            return cost
+        }
+    }
+
+    /// Gives back a reservation, its window slots and its task count, for a call the provider did not bill.
+    public func release(_ id: UInt64) {
+        state.withLock { state in
+            guard let reservation = state.reservations.removeValue(forKey: id) else { return }
+            for key in reservation.rules {
+                var rule = state.rules[key, default: RuleState()]
+                rule.reserved -= reservation.cost
+                rule.inFlight -= 1
+                rule.taskCalls -= 1
+                rule.entries.removeAll { $0.id == id }
+                state.rules[key] = rule
+            }
+            state.totals.reserved -= reservation.cost
+            state.totals.inFlight -= 1
+            state.totals.calls -= 1
+        }
+    }
+
+    /// Counts a refused call that was answered with a graceful conclusion instead of an error.
+    public func recordConclusion() {
+        state.withLock { $0.totals.concluded += 1 }
+    }
+
+    /// Counts a call refused before it reached the rules, such as one for an unpriced model.
+    public func countDenial() {
+        state.withLock { $0.totals.denied += 1 }
+    }
+
+    // MARK: - Decision
+
+    private func decide(_ call: CallDescriptor, now: Double, state: inout State) -> Decision {
+        var matched: [(key: RuleKey, rule: Rule)] = []
+        for (layerIndex, layer) in layers.enumerated() where !layer.rules.isEmpty {
+            var layerMatched = false
+            for (ruleIndex, rule) in layer.rules.enumerated() where call.actions.contains(where: rule.matches) {
+                layerMatched = true
+                if rule.effect == .deny {
+                    return .refuse(Refusal(
+                        kind: .forbidden, limit: rule.path,
+                        message: "\(call.actions[0]) is denied by \(rule.path) (action \"\(rule.action)\", effect deny) at \(rule.position)"))
+                }
+                matched.append((RuleKey(layer: layerIndex, rule: ruleIndex), rule))
+            }
+            if !layerMatched && layer.defaultEffect == .deny {
+                return .refuse(Refusal(
+                    kind: .forbidden, limit: "default_effect",
+                    message: "no rule in \(layer.file) allows \(call.actions.joined(separator: " or ")), and its default_effect is deny; add a rule with action \"\(call.actions[0])\" or \"llm:*\""))
+            }
+        }
+
+        let price = call.price
+        let perOutputToken = price.outputPerToken * Int64(call.choices)
+        let inputCost = USD(picodollars: Int64(call.inputTokensBound) * price.inputPerToken)
+        let modelLimit = call.producesOutput ? price.maxOutputTokens : 0
+        var outputCap = min(call.requestedOutputTokens ?? modelLimit, modelLimit)
+        let minimumOutput = min(call.requestedOutputTokens ?? Governor.minimumOutputTokens, Governor.minimumOutputTokens, modelLimit)
+        var worst: Refusal?
+        func refuse(_ refusal: Refusal) {
+            if worst == nil || refusal.isMoreSevere(than: worst!) { worst = refusal }
+        }
+        // Output tokens affordable from `budget` after the input, or nil when the input alone does not fit.
+        func affordableOutput(_ budget: USD) -> Int? {
+            let left = budget.picodollars - inputCost.picodollars
+            if left < 0 { return nil }
+            if perOutputToken == 0 { return Int.max }
+            return Int(min(left / perOutputToken, Int64(Int32.max)))
+        }
+
+        for (key, rule) in matched {
+            let ruleState = state.rules[key, default: RuleState()]
+            let limits = rule.rateLimit
+            let windows: [(Int?, Double, String)] = [
+                (limits.maxPerMinute, 60, "max_per_minute"),
+                (limits.maxPerHour, 3_600, "max_per_hour"),
+                (limits.maxPerDay, 86_400, "max_per_day"),
+            ]
+            for case let (limit?, length, name) in windows {
+                let inWindow = ruleState.entries.filter { $0.time > now - length }
+                if inWindow.count >= limit {
+                    let reopensAt = limit == 0 ? now + length : inWindow[inWindow.count - limit].time + length
+                    refuse(Refusal(
+                        kind: .window(retryAfterSeconds: max(0.001, reopensAt - now)),
+                        limit: "\(rule.path).rate_limit.\(name)",
+                        message: "\(call.actions[0]) refused: \(rule.path).rate_limit.\(name) (\(limit)) reached at \(rule.position); retry in \(formatSeconds(reopensAt - now))"))
+                }
+            }
+            if let limit = limits.maxPerTask, ruleState.taskCalls >= limit {
+                let path = "\(rule.path).rate_limit.max_per_task"
+                if ruleState.taskCalls - ruleState.inFlight >= limit {
+                    refuse(Refusal(kind: .quota, limit: path,
+                                   message: "\(call.actions[0]) refused: \(path) (\(limit) calls) is used up for this task (\(rule.position))"))
+                } else {
+                    refuse(Refusal(kind: .window(retryAfterSeconds: 1), limit: path,
+                                   message: "\(call.actions[0]) refused: \(path) (\(limit)) is taken by calls in flight; retry in 1s"))
+                }
+            }
+            if let limit = limits.maxTokensPerCall {
+                let path = "\(rule.path).rate_limit.max_tokens_per_call"
+                let left = (limit - call.inputTokensEstimate) / call.choices
+                let fits = call.producesOutput ? left >= minimumOutput : call.inputTokensEstimate <= limit
+                if !fits {
+                    refuse(Refusal(kind: .forbidden, limit: path,
+                                   message: "\(call.actions[0]) refused: about \(call.inputTokensEstimate) input tokens leave no room for output under \(path) (\(limit)) at \(rule.position); shorten the request"))
+                } else if call.producesOutput {
+                    outputCap = min(outputCap, left)
+                }
+            }
+            if let ceiling = rule.costCeiling.maxUSDPerCall {
+                let path = "\(rule.path).cost_ceiling.max_usd_per_call"
+                if let affordable = affordableOutput(ceiling), affordable >= minimumOutput {
+                    outputCap = min(outputCap, affordable)
+                } else {
+                    refuse(Refusal(kind: .forbidden, limit: path,
+                                   message: "\(call.actions[0]) refused: its cost bound (\(inputCost) USD for input alone, before output) exceeds \(path) (\(ceiling) USD) at \(rule.position); shorten the request or raise the ceiling"))
+                }
+            }
+            if let ceiling = rule.costCeiling.maxUSDPerTask {
+                let path = "\(rule.path).cost_ceiling.max_usd_per_task"
+                if let affordable = affordableOutput(ceiling - ruleState.settled - ruleState.reserved), affordable >= minimumOutput {
+                    outputCap = min(outputCap, affordable)
+                } else if let affordable = affordableOutput(ceiling - ruleState.settled), affordable >= minimumOutput {
+                    // It would fit once the calls in flight settle below their reservations.
+                    refuse(Refusal(kind: .window(retryAfterSeconds: 1), limit: path,
+                                   message: "\(call.actions[0]) refused: \(path) (\(ceiling) USD) is reserved by calls in flight; retry in 1s"))
+                } else {
+                    refuse(Refusal(kind: .quota, limit: path,
+                                   message: "\(call.actions[0]) refused: \(path) (\(ceiling) USD) is spent (\(ruleState.settled) USD settled) and cannot fit this call; the task is over budget",
+                                   stopReason: "cost_ceiling:max_usd_per_task"))
+                }
+            }
+        }
+        if let worst { return .refuse(worst) }
+
+        let outputTokens = call.producesOutput ? max(0, outputCap) : 0
+        let reservedCost = inputCost + USD(picodollars: Int64(outputTokens) * perOutputToken)
+        let id = state.nextID
+        state.nextID += 1
+        var keys: [RuleKey] = []
+        for (key, _) in matched {
+            var ruleState = state.rules[key, default: RuleState()]
+            ruleState.entries.removeAll { $0.time <= now - 86_400 }
+            ruleState.entries.append(WindowEntry(time: now, id: id))
+            ruleState.taskCalls += 1
+            ruleState.inFlight += 1
+            ruleState.reserved += reservedCost
+            state.rules[key] = ruleState
+            keys.append(key)
+        }
+        state.reservations[id] = Reservation(rules: keys, cost: reservedCost, price: price)
+        state.totals.calls += 1
+        state.totals.inFlight += 1
+        state.totals.reserved += reservedCost
+        return .admit(Admission(
+            id: id,
+            outputTokens: call.producesOutput ? outputTokens : nil,
+            rewritesOutputCap: call.producesOutput && outputTokens != call.requestedOutputTokens,
+            reservedCost: reservedCost))
+    }
+}
+
+func formatSeconds(_ seconds: Double) -> String {
+    if seconds < 1 { return "\(Int((seconds * 1000).rounded(.up)))ms" }
+    return "\(Int(seconds.rounded(.up)))s"
+}

@@ -1,0 +1,28 @@
+import Foundation
+import Synchronization
+
+/// Where the governor reads the time, injected so window logic is tested without sleeping.
+public protocol TimeSource: Sendable {
+    /// Seconds since the Unix epoch.
+    func now() -> Double
+}
+
+public struct SystemTimeSource: TimeSource {
+    public init() {}
+    public func now() -> Double { Date().timeIntervalSince1970 }
+}
+
+/// A time source that moves only when a test advances it.
+public final class ManualTimeSource: TimeSource {
+    private let current: Mutex<Double>
+
+    public init(start: Double = 1_800_000_000) {
+        current = Mutex(start)
+    }
+
+    public func now() -> Double { current.withLock { $0 } }
+
+    public func advance(by seconds: Double) {
+        current.withLock { $0 += seconds }
+    }
+}

@@ -1,0 +1,121 @@
+import Foundation
+
+public enum Effect: String, Sendable {
+    case allow, deny
+}
+
+/// Count and token limits of one rule. Every window is rolling.
+public struct RateLimit: Sendable, Equatable {
+    public var maxPerMinute: Int?
+    public var maxPerHour: Int?
+    /// Per run until the ledger exists: mg-run keeps no state between runs yet.
+    public var maxPerDay: Int?
+    public var maxPerTask: Int?
+    /// Input (estimated) plus output tokens of one call.
+    public var maxTokensPerCall: Int?
+
+    public init(maxPerMinute: Int? = nil, maxPerHour: Int? = nil, maxPerDay: Int? = nil, maxPerTask: Int? = nil, maxTokensPerCall: Int? = nil) {
+        self.maxPerMinute = maxPerMinute
+        self.maxPerHour = maxPerHour
+        self.maxPerDay = maxPerDay
+        self.maxPerTask = maxPerTask
+        self.maxTokensPerCall = maxTokensPerCall
+    }
+}
+
+public struct CostCeiling: Sendable, Equatable {
+    public var maxUSDPerCall: USD?
+    public var maxUSDPerTask: USD?
+
+    public init(maxUSDPerCall: USD? = nil, maxUSDPerTask: USD? = nil) {
+        self.maxUSDPerCall = maxUSDPerCall
+        self.maxUSDPerTask = maxUSDPerTask
+    }
+}
+
+public struct Rule: Sendable {
+    /// A glob over action names; `*` matches any run of characters, `:` included.
+    public var action: String
+    public var effect: Effect
+    public var rateLimit: RateLimit
+    public var costCeiling: CostCeiling
+    /// Where the rule starts, and its key path such as `rules[2]`, for messages.
+    public var position: SourcePosition
+    public var path: String
+
+    public init(action: String, effect: Effect = .allow, rateLimit: RateLimit = RateLimit(), costCeiling: CostCeiling = CostCeiling(),
+                position: SourcePosition = SourcePosition(file: "<memory>", line: 1, column: 1), path: String = "rules[0]") {
+        self.action = action
+        self.effect = effect
+        self.rateLimit = rateLimit
+        self.costCeiling = costCeiling
+        self.position = position
+        self.path = path
+    }
+
+    public func matches(_ actionName: String) -> Bool {
+        globMatches(pattern: Array(action.utf8), name: Array(actionName.utf8))
+    }
+}
+
+public enum LimitResponse: String, Sendable {
+    /// A native refusal in the client's API (429 or 403).
+    case deny
+    /// A normal completion whose text is the message, at zero cost.
+    case gracefulConclude = "graceful_conclude"
+}
+
+public struct OnLimitExceeded: Sendable {
+    public var action: LimitResponse
+    public var messageToAgent: String
+
+    public static let defaultMessage = "A budget or rate limit set by the operator has been reached. Stop calling tools and models, write your final answer with what you have, and finish."
+
+    public init(action: LimitResponse = .deny, messageToAgent: String = OnLimitExceeded.defaultMessage) {
+        self.action = action
+        self.messageToAgent = messageToAgent
+    }
+}
+
+/// One policy file: a layer. Several layers apply together, and every limit of each must hold.
+public struct Policy: Sendable {
+    public var file: String
+    /// `name`, `version`, `description` and the other descriptive keys, as text.
+    public var metadata: [String: String]
+    public var defaultEffect: Effect
+    public var rules: [Rule]
+    public var onLimitExceeded: OnLimitExceeded?
+
+    public init(file: String = "<memory>", metadata: [String: String] = [:], defaultEffect: Effect = .deny, rules: [Rule] = [], onLimitExceeded: OnLimitExceeded? = nil) {
+        self.file = file
+        self.metadata = metadata
+        self.defaultEffect = defaultEffect
+        self.rules = rules
+        self.onLimitExceeded = onLimitExceeded
+    }
+}
+
+/// Matches `*` against any run of bytes; every other byte matches itself.
+func globMatches(pattern: [UInt8], name: [UInt8]) -> Bool {
+    var p = 0, n = 0
+    var starAt = -1, resumeAt = 0
+    let star = UInt8(ascii: "*")
+    while n < name.count {
+        if p < pattern.count && pattern[p] == star {
+            starAt = p
+            resumeAt = n
+            p += 1
+        } else if p < pattern.count && pattern[p] == name[n] {
+            p += 1
+            n += 1
+        } else if starAt >= 0 {
+            p = starAt + 1
+            resumeAt += 1
+            n = resumeAt
+        } else {
+            return false
+        }
+    }
+    while p < pattern.count && pattern[p] == star { p += 1 }
+    return p == pattern.count
+}

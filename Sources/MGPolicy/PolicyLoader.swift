@@ -1,0 +1,155 @@
+import Foundation
+
+/// Loads MeshGuard policy files. Every key of the format is recognised; keys
+/// that this version does not enforce are rejected as "not supported yet",
+/// because a limit that is silently ignored is a budget leak.
+public enum PolicyLoader {
+    static let metadataKeys = ["name", "version", "description", "owner", "approved_by", "last_updated", "rationale", "changelog"]
+    static let supportedTopLevel = metadataKeys + ["rules", "on_limit_exceeded", "default_effect"]
+    static let notSupportedTopLevel = [
+        "agent_match", "global_rate_limit", "rate_limit", "time_restrictions", "budget", "approval_required",
+        "anomaly_detection", "circuit_breaker", "emergency_stop", "cost_tracking", "optimization", "scaling",
+        "run", "upstreams", "prices", "unknown_model",
+    ]
+    static let supportedRuleKeys = ["action", "effect", "rate_limit", "cost_ceiling", "name", "description"]
+    static let notSupportedRuleKeys = ["conditions", "behavioral_limits", "requires", "audit", "essential"]
+    static let supportedRateLimitKeys = ["max_per_minute", "max_per_hour", "max_per_day", "max_per_task", "max_tokens_per_call"]
+    static let notSupportedRateLimitKeys = [
+        "max_per_second", "max_concurrent", "max_depth", "max_input_tokens_per_call", "max_output_tokens_per_call",
+        "max_tokens_per_minute", "max_tokens_per_hour", "max_tokens_per_day", "max_consecutive", "max_retries",
+        "max_consecutive_failures", "retry_delay_seconds", "cooldown_seconds", "cooldown_after_limit", "window",
+        "max_usd_per_call", "max_usd_per_minute", "max_usd_per_hour", "max_usd_per_day", "max_usd_per_task",
+    ]
+    static let supportedCeilingKeys = ["max_usd_per_call", "max_usd_per_task"]
+    static let notSupportedCeilingKeys = ["max_usd_per_minute", "max_usd_per_hour", "max_usd_per_day"]
+    static let supportedOnLimitKeys = ["action", "message_to_agent"]
+    static let notSupportedOnLimitKeys = ["queue_timeout_seconds", "strategy", "fallback_chain", "notify"]
+
+    public static func load(file: String) throws(PolicyErrors) -> Policy {
+        let text: String
+        do {
+            text = try String(contentsOfFile: file, encoding: .utf8)
+        } catch {
+            throw PolicyErrors([PolicyError(
+                position: SourcePosition(file: file, line: 1, column: 1), path: "",
+                message: "cannot read the policy file: \(error.localizedDescription); check the path given to --policy")])
+        }
+        return try parse(text: text, file: file)
+    }
+
+    public static func parse(text: String, file: String) throws(PolicyErrors) -> Policy {
+        let root: YAMLNode
+        do {
+            root = try YAMLLoader.load(text: text, file: file)
+        } catch {
+            throw PolicyErrors([PolicyError(position: error.position, path: "", message: error.message)])
+        }
+        var reader = SchemaReader()
+        let policy = read(root, file: file, reader: &reader)
+        if !reader.errors.isEmpty { throw PolicyErrors(reader.errors) }
+        return policy
+    }
+
+    static func read(_ root: YAMLNode, file: String, reader: inout SchemaReader) -> Policy {
+        var policy = Policy(file: file)
+        // Any other top-level key whose value is a list of scalars is a named list for conditions.
+        let isNamedList: (String, YAMLNode) -> Bool = { _, value in
+            guard case .sequence(let items) = value.value else { return false }
+            return items.allSatisfy { $0.scalarText != nil }
+        }
+        guard let top = reader.mapping(root, path: "", supported: supportedTopLevel, notSupportedYet: notSupportedTopLevel,
+                                       allowUnknown: isNamedList)
+        else { return policy }
+
+        for key in metadataKeys {
+            guard let node = top[key] else { continue }
+            if let text = node.scalarText {
+                policy.metadata[key] = text
+            } else if key != "changelog" {
+                reader.fail(node, key, "expected a string, got \(node.kindName)")
+            }
+        }
+        if let node = top["default_effect"], let text = reader.choice(node, path: "default_effect", among: ["allow", "deny"]) {
+            policy.defaultEffect = Effect(rawValue: text) ?? .deny
+        }
+        if let node = top["rules"], let items = reader.sequence(node, path: "rules") {
+            for (index, item) in items.enumerated() {
+                if let rule = readRule(item, path: "rules[\(index)]", reader: &reader) {
+                    policy.rules.append(rule)
+                }
+            }
+        }
+        if let node = top["on_limit_exceeded"] {
+            policy.onLimitExceeded = readOnLimitExceeded(node, reader: &reader)
+        }
+        return policy
+    }
+
+    static func readRule(_ node: YAMLNode, path: String, reader: inout SchemaReader) -> Rule? {
+        guard let keys = reader.mapping(node, path: path, supported: supportedRuleKeys, notSupportedYet: notSupportedRuleKeys) else { return nil }
+        guard let actionNode = keys["action"] else {
+            reader.fail(node, path, "missing key 'action'; add a glob such as action: \"llm:*\"")
+            return nil
+        }
+        guard let action = reader.string(actionNode, path: "\(path).action") else { return nil }
+        if action.isEmpty {
+            reader.fail(actionNode, "\(path).action", "must not be empty; use \"*\" to match every action")
+        }
+        var rule = Rule(action: action, position: node.position, path: path)
+        if let effectNode = keys["effect"], let text = reader.choice(effectNode, path: "\(path).effect", among: ["allow", "deny"]) {
+            rule.effect = Effect(rawValue: text) ?? .allow
+        }
+        if let limitNode = keys["rate_limit"] {
+            rule.rateLimit = readRateLimit(limitNode, path: "\(path).rate_limit", reader: &reader)
+        }
+        if let ceilingNode = keys["cost_ceiling"] {
+            rule.costCeiling = readCostCeiling(ceilingNode, path: "\(path).cost_ceiling", reader: &reader)
+        }
+        for key in ["name", "description"] {
+            if let metadataNode = keys[key] { _ = reader.string(metadataNode, path: "\(path).\(key)") }
+        }
+        return rule
+    }
+
+    static func readRateLimit(_ node: YAMLNode, path: String, reader: inout SchemaReader) -> RateLimit {
+        var limit = RateLimit()
+        guard let keys = reader.mapping(node, path: path, supported: supportedRateLimitKeys, notSupportedYet: notSupportedRateLimitKeys) else { return limit }
+        func count(_ key: String) -> Int? {
+            keys[key].flatMap { reader.count($0, path: "\(path).\(key)") }
+        }
+        limit.maxPerMinute = count("max_per_minute")
+        limit.maxPerHour = count("max_per_hour")
+        limit.maxPerDay = count("max_per_day")
+        limit.maxPerTask = count("max_per_task")
+        limit.maxTokensPerCall = count("max_tokens_per_call")
+        return limit
+    }
+
+    static func readCostCeiling(_ node: YAMLNode, path: String, reader: inout SchemaReader) -> CostCeiling {
+        var ceiling = CostCeiling()
+        guard let keys = reader.mapping(node, path: path, supported: supportedCeilingKeys, notSupportedYet: notSupportedCeilingKeys) else { return ceiling }
+        ceiling.maxUSDPerCall = keys["max_usd_per_call"].flatMap { reader.dollars($0, path: "\(path).max_usd_per_call") }
+        ceiling.maxUSDPerTask = keys["max_usd_per_task"].flatMap { reader.dollars($0, path: "\(path).max_usd_per_task") }
+        return ceiling
+    }
+
+    static func readOnLimitExceeded(_ node: YAMLNode, reader: inout SchemaReader) -> OnLimitExceeded? {
+        let path = "on_limit_exceeded"
+        guard let keys = reader.mapping(node, path: path, supported: supportedOnLimitKeys, notSupportedYet: notSupportedOnLimitKeys) else { return nil }
+        var result = OnLimitExceeded()
+        if let actionNode = keys["action"] {
+            let all = ["deny", "graceful_conclude", "queue", "pause", "kill"]
+            if let text = reader.choice(actionNode, path: "\(path).action", among: all) {
+                if let response = LimitResponse(rawValue: text) {
+                    result.action = response
+                } else {
+                    reader.fail(actionNode, "\(path).action", "'\(text)' is not supported yet by this version of mg-run; use deny or graceful_conclude")
+                }
+            }
+        }
+        if let messageNode = keys["message_to_agent"], let message = reader.string(messageNode, path: "\(path).message_to_agent") {
+            result.messageToAgent = message
+        }
+        return result
+    }
+}

@@ -1,0 +1,113 @@
+import Foundation
+
+/// What one model costs, in picodollars per token (1e-12 USD), rounded up so
+/// that a computed cost is never below the list price.
+public struct ModelPrice: Sendable, Equatable {
+    public var inputPerToken: Int64
+    public var outputPerToken: Int64
+    /// OpenAI cached prompt tokens and Anthropic cache reads.
+    public var cachedInputPerToken: Int64
+    /// Anthropic cache writes.
+    public var cacheWritePerToken: Int64
+    /// The largest output the model accepts in one call, used when the client sets no max_tokens.
+    public var maxOutputTokens: Int
+
+    public init(inputPerToken: Int64, outputPerToken: Int64, cachedInputPerToken: Int64? = nil, cacheWritePerToken: Int64? = nil, maxOutputTokens: Int = 4096) {
+        self.inputPerToken = inputPerToken
+        self.outputPerToken = outputPerToken
+        self.cachedInputPerToken = cachedInputPerToken ?? inputPerToken
+        self.cacheWritePerToken = cacheWritePerToken ?? inputPerToken
+        self.maxOutputTokens = maxOutputTokens
+    }
+
+    /// Builds a price from dollars per million tokens, as price lists give them.
+    public init(inputPerMTok: USD, outputPerMTok: USD, cachedInputPerMTok: USD? = nil, cacheWritePerMTok: USD? = nil, maxOutputTokens: Int = 4096) {
+        func perToken(_ perMillion: USD) -> Int64 { (perMillion.picodollars + 999_999) / 1_000_000 }
+        self.init(inputPerToken: perToken(inputPerMTok), outputPerToken: perToken(outputPerMTok),
+                  cachedInputPerToken: cachedInputPerMTok.map(perToken), cacheWritePerToken: cacheWritePerMTok.map(perToken),
+                  maxOutputTokens: maxOutputTokens)
+    }
+}
+
+/// Prices by model id. A lookup tries the exact id, then the longest listed id
+/// that is a prefix ending at a '-' (so "gpt-4o-mini-2024-07-18" is priced as
+/// "gpt-4o-mini", while "gpt-4.5" is not priced as "gpt-4").
+public struct PriceTable: Sendable {
+    public var models: [String: ModelPrice]
+    /// The day the prices were read, as written in the file.
+    public var asOf: String
+    public var file: String
+
+    public init(models: [String: ModelPrice] = [:], asOf: String = "", file: String = "<memory>") {
+        self.models = models
+        self.asOf = asOf
+        self.file = file
+    }
+
+    public func price(for model: String) -> ModelPrice? {
+        if let exact = models[model] { return exact }
+        var best: (id: String, price: ModelPrice)?
+        for (id, price) in models where model.hasPrefix(id + "-") {
+            if id.count > (best?.id.count ?? 0) { best = (id, price) }
+        }
+        return best?.price
+    }
+
+    public static func load(file: String) throws(PolicyErrors) -> PriceTable {
+        let text: String
+        do {
+            text = try String(contentsOfFile: file, encoding: .utf8)
+        } catch {
+            throw PolicyErrors([PolicyError(position: SourcePosition(file: file, line: 1, column: 1), path: "",
+                                            message: "cannot read the price table: \(error.localizedDescription)")])
+        }
+        return try parse(text: text, file: file)
+    }
+
+    public static func parse(text: String, file: String) throws(PolicyErrors) -> PriceTable {
+        let root: YAMLNode
+        do {
+            root = try YAMLLoader.load(text: text, file: file)
+        } catch {
+            throw PolicyErrors([PolicyError(position: error.position, path: "", message: error.message)])
+        }
+        var reader = SchemaReader()
+        var table = PriceTable(file: file)
+        if let top = reader.mapping(root, path: "", supported: ["as_of", "source", "models"]) {
+            if let node = top["as_of"] { table.asOf = reader.string(node, path: "as_of") ?? "" }
+            if let node = top["source"] { _ = reader.string(node, path: "source") }
+            if let node = top["models"], case .mapping(let pairs) = node.value {
+                var seen: [String: Int] = [:]
+                for (keyNode, valueNode) in pairs {
+                    guard let id = keyNode.scalarText else { continue }
+                    if let line = seen[id] {
+                        reader.fail(keyNode, "models", "duplicate key '\(id)' (first at line \(line)); remove one of them")
+                        continue
+                    }
+                    seen[id] = keyNode.position.line
+                    if let price = readPrice(valueNode, path: "models.\(id)", reader: &reader) {
+                        table.models[id] = price
+                    }
+                }
+            } else if let node = top["models"] {
+                reader.fail(node, "models", "expected a mapping from model id to price, got \(node.kindName)")
+            }
+        }
+        if !reader.errors.isEmpty { throw PolicyErrors(reader.errors) }
+        return table
+    }
+
+    static func readPrice(_ node: YAMLNode, path: String, reader: inout SchemaReader) -> ModelPrice? {
+        let keys = ["input_per_mtok", "output_per_mtok", "cached_input_per_mtok", "cache_write_per_mtok", "max_output_tokens"]
+        guard let fields = reader.mapping(node, path: path, supported: keys) else { return nil }
+        guard let inputNode = fields["input_per_mtok"], let input = reader.dollars(inputNode, path: "\(path).input_per_mtok") else {
+            if fields["input_per_mtok"] == nil { reader.fail(node, path, "missing key 'input_per_mtok'") }
+            return nil
+        }
+        let output = fields["output_per_mtok"].flatMap { reader.dollars($0, path: "\(path).output_per_mtok") } ?? .zero
+        let cached = fields["cached_input_per_mtok"].flatMap { reader.dollars($0, path: "\(path).cached_input_per_mtok") }
+        let cacheWrite = fields["cache_write_per_mtok"].flatMap { reader.dollars($0, path: "\(path).cache_write_per_mtok") }
+        let maxOutput = fields["max_output_tokens"].flatMap { reader.count($0, path: "\(path).max_output_tokens") } ?? 4096
+        return ModelPrice(inputPerMTok: input, outputPerMTok: output, cachedInputPerMTok: cached, cacheWritePerMTok: cacheWrite, maxOutputTokens: maxOutput)
+    }
+}

@@ -1,0 +1,309 @@
+import Foundation
+import MGGovernor
+import MGLog
+import MGPolicy
+import Synchronization
+
+/// Where calls for one provider are forwarded.
+public struct Upstream: Sendable {
+    /// The base URL as that provider's SDK takes it: with `/v1` for OpenAI, without for Anthropic.
+    public var baseURL: String
+    /// The real key; it stays in mg-run and never reaches the agent.
+    public var apiKey: String?
+
+    public init(baseURL: String, apiKey: String?) {
+        self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
+        self.apiKey = apiKey
+    }
+}
+
+public struct ProxyConfiguration: Sendable {
+    public var runID: String
+    public var taskID: String
+    /// The per-run token the agent must present instead of a provider key.
+    public var token: String
+    public var upstreams: [Provider: Upstream]
+    public var prices: PriceTable
+    public var onLimitExceeded: OnLimitExceeded
+    public var upstreamTimeoutSeconds = 600
+
+    public init(runID: String, taskID: String, token: String, upstreams: [Provider: Upstream], prices: PriceTable, onLimitExceeded: OnLimitExceeded) {
+        self.runID = runID
+        self.taskID = taskID
+        self.token = token
+        self.upstreams = upstreams
+        self.prices = prices
+        self.onLimitExceeded = onLimitExceeded
+    }
+}
+
+/// The agent's only door to the providers: it checks the run token, asks the
+/// governor before forwarding, caps the output to what was reserved, forwards
+/// streams event by event, settles on the reported usage and audits every call.
+public final class MeteringProxy: HTTPHandler {
+    /// Conclusion replies given after a task ceiling is spent before the run is stopped anyway,
+    /// so an agent that ignores the message cannot loop on free replies forever.
+    static let conclusionsBeforeStop = 3
+
+    let configuration: ProxyConfiguration
+    let governor: Governor
+    let audit: AuditLog?
+    let logger: Logger
+    let onStop: @Sendable (String) -> Void
+    let curl = CurlPool()
+    private let conclusionsAfterCeiling = Atomic<Int>(0)
+
+    public init(configuration: ProxyConfiguration, governor: Governor, audit: AuditLog?, logger: Logger, onStop: @escaping @Sendable (String) -> Void) {
+        self.configuration = configuration
+        self.governor = governor
+        self.audit = audit
+        self.logger = logger
+        self.onStop = onStop
+    }
+
+    public func handle(_ request: HTTPRequest) -> HTTPResponse {
+        let started = Date()
+        let provider: Provider = request.headers["x-api-key"] != nil || request.headers["anthropic-version"] != nil || request.path == "/v1/messages"
+            ? .anthropic : .openai
+        guard isAuthorized(request) else {
+            record(AuditRecord(action: "http:\(request.method) \(request.path)", model: nil, decision: "deny", reason: "missing or invalid run token"),
+                   status: 401, started: started)
+            return ErrorBody.response(provider, status: 401, type: "invalid_request_error", code: "invalid_api_key",
+                                      message: "missing or invalid API key: use the per-run token that mg-run put in OPENAI_API_KEY / ANTHROPIC_API_KEY")
+        }
+        switch (request.method, request.path) {
+        case ("POST", "/v1/chat/completions"): return meter(request, endpoint: .chatCompletions, started: started)
+        case ("POST", "/v1/messages"): return meter(request, endpoint: .messages, started: started)
+        case ("POST", "/v1/embeddings"): return meter(request, endpoint: .embeddings, started: started)
+        case ("GET", "/v1/models"): return listModels(request, provider: provider, started: started)
+        default:
+            record(AuditRecord(action: "http:\(request.method) \(request.path)", model: nil, decision: "deny", reason: "unknown endpoint"),
+                   status: 404, started: started)
+            return ErrorBody.response(.openai, status: 404, type: "invalid_request_error", code: "unknown_url",
+                                      message: "mg-run does not proxy \(request.method) \(request.path); supported: POST /v1/chat/completions, POST /v1/messages, POST /v1/embeddings, GET /v1/models")
+        }
+    }
+
+    private func isAuthorized(_ request: HTTPRequest) -> Bool {
+        var presented = request.headers["x-api-key"]
+        if let authorization = request.headers["authorization"], authorization.lowercased().hasPrefix("bearer ") {
+            presented = String(authorization.dropFirst(7)).trimmingCharacters(in: .whitespaces)
+        }
+        guard let presented else { return false }
+        return constantTimeEqual(Array(presented.utf8), Array(configuration.token.utf8))
+    }
+
+    // MARK: - Metered calls
+
+    private func meter(_ request: HTTPRequest, endpoint: Endpoint, started: Date) -> HTTPResponse {
+        let provider = endpoint.provider
+        let call: ParsedCall
+        do {
+            call = try ParsedCall(endpoint: endpoint, body: request.body)
+        } catch {
+            record(AuditRecord(action: endpoint.kindAction, model: nil, decision: "deny", reason: "invalid request: \(error.message)"),
+                   status: error.status, started: started)
+            return ErrorBody.response(provider, status: error.status, type: "invalid_request_error", code: nil, message: error.message)
+        }
+        let action = call.actions[0]
+        guard let price = configuration.prices.price(for: call.model) else {
+            let message = "model '\(call.model)' has no price, so mg-run cannot bound its cost; add it under models: in \(configuration.prices.file) or in a file passed with --prices"
+            governor.countDenial()
+            record(AuditRecord(action: action, model: call.model, decision: "deny", reason: message), status: 403, started: started)
+            return ErrorBody.response(provider, status: 403, type: "permission_error", code: "model_not_priced", message: message,
+                                      headers: [("x-should-retry", "false")])
+        }
+        guard let upstream = configuration.upstreams[provider] else {
+            let message = "no \(provider.rawValue) upstream is configured for this run; start mg-run with --upstream \(provider.rawValue)=URL or set \(provider == .openai ? "OPENAI_API_KEY" : "ANTHROPIC_API_KEY")"
+            record(AuditRecord(action: action, model: call.model, decision: "deny", reason: message), status: 502, started: started)
+            return ErrorBody.response(provider, status: 502, type: "api_error", code: nil, message: message)
+        }
+
+        let descriptor = CallDescriptor(
+            actions: call.actions, model: call.model, price: price,
+            inputTokensBound: call.inputTokensBound, inputTokensEstimate: call.inputTokensEstimate,
+            requestedOutputTokens: call.requestedOutput, producesOutput: endpoint != .embeddings, choices: call.choices)
+        switch governor.admit(descriptor) {
+        case .refuse(let refusal):
+            return refuse(refusal, call: call, started: started)
+        case .admit(let admission):
+            return forward(request, call: call, admission: admission, upstream: upstream, price: price, started: started)
+        }
+    }
+
+    private func refuse(_ refusal: Refusal, call: ParsedCall, started: Date) -> HTTPResponse {
+        let concludes = configuration.onLimitExceeded.action == .gracefulConclude && refusal.kind != .forbidden && call.endpoint != .embeddings
+        if concludes {
+            governor.recordConclusion()
+            record(AuditRecord(action: call.actions[0], model: call.model, decision: "conclude", reason: refusal.message), status: 200, started: started)
+            if let stopReason = refusal.stopReason,
+               conclusionsAfterCeiling.add(1, ordering: .relaxed).newValue > MeteringProxy.conclusionsBeforeStop {
+                stop(stopReason, because: "the agent kept calling after \(MeteringProxy.conclusionsBeforeStop) conclusion replies")
+            }
+            return Conclusion.response(for: call, text: configuration.onLimitExceeded.messageToAgent)
+        }
+        let response = ErrorBody.refusal(refusal, provider: call.endpoint.provider)
+        record(AuditRecord(action: call.actions[0], model: call.model, decision: "deny", reason: refusal.message), status: response.status, started: started)
+        if let stopReason = refusal.stopReason {
+            stop(stopReason, because: refusal.message)
+        }
+        return response
+    }
+
+    private func stop(_ reason: String, because detail: String) {
+        logger.warning("stopping the run", [("reason", reason), ("detail", detail)])
+        onStop(reason)
+    }
+
+    private func forward(_ request: HTTPRequest, call: ParsedCall, admission: Admission, upstream: Upstream, price: ModelPrice, started: Date) -> HTTPResponse {
+        let body = call.upstreamBody(original: request.body, admission: admission)
+        let transfer = UpstreamTransfer(
+            pool: curl, url: upstream.baseURL + call.endpoint.upstreamPath, method: "POST",
+            headers: upstreamHeaders(request, provider: call.endpoint.provider, upstream: upstream), body: body,
+            timeoutSeconds: configuration.upstreamTimeoutSeconds)
+        transfer.waitForStatus()
+
+        if transfer.status == 0 || transfer.failure != nil && transfer.status < 200 {
+            transfer.close()
+            governor.release(admission.id)
+            let reason = "upstream \(upstream.baseURL) failed: \(transfer.failure ?? "no response")"
+            logger.error("upstream request failed", [("action", call.actions[0]), ("error", transfer.failure ?? "no response")])
+            record(AuditRecord(action: call.actions[0], model: call.model, decision: "allow", reason: reason), status: 502, started: started)
+            return ErrorBody.response(call.endpoint.provider, status: 502, type: "api_error", code: nil, message: "mg-run could not reach the upstream: \(reason)")
+        }
+        let headers = clientHeaders(transfer.responseHeaders)
+        guard transfer.status < 400 else {
+            // The provider refused the call and bills nothing for it.
+            let errorBody = transfer.readAll()
+            transfer.close()
+            governor.release(admission.id)
+            record(AuditRecord(action: call.actions[0], model: call.model, decision: "allow", reason: "upstream answered \(transfer.status)"),
+                   status: transfer.status, started: started)
+            return HTTPResponse(status: transfer.status, headers: headers, body: .bytes(errorBody))
+        }
+        if call.stream {
+            let stream = MeteredStream(proxy: self, transfer: transfer, call: call, admission: admission, price: price, started: started)
+            return HTTPResponse(status: transfer.status, headers: headers, body: .stream(stream))
+        }
+        let responseBody = transfer.readAll()
+        let failure = transfer.failure
+        transfer.close()
+        var usage = UsageParser.usage(endpoint: call.endpoint, body: responseBody)
+        if usage == nil { usage = estimate(call, admission: admission) }
+        settle(call: call, admission: admission, usage: usage!, status: transfer.status, started: started,
+               reason: failure.map { "upstream transfer failed: \($0)" } ?? "ok")
+        return HTTPResponse(status: transfer.status, headers: headers, body: .bytes(responseBody))
+    }
+
+    /// The bound that was reserved, charged in full, when the provider reported no usage.
+    func estimate(_ call: ParsedCall, admission: Admission) -> Usage {
+        Usage(uncachedInputTokens: call.inputTokensBound, outputTokens: (admission.outputTokens ?? 0) * call.choices, estimated: true)
+    }
+
+    func settle(call: ParsedCall, admission: Admission, usage: Usage, status: Int, started: Date, reason: String) {
+        let cost = governor.settle(admission.id, usage: usage)
+        var entry = AuditRecord(action: call.actions[0], model: call.model, decision: "allow", reason: usage.estimated ? "\(reason); usage missing, charged the reserved bound" : reason)
+        entry.inputTokens = usage.inputTokens
+        entry.outputTokens = usage.outputTokens
+        entry.costUSD = cost.description
+        entry.estimated = usage.estimated
+        record(entry, status: status, started: started)
+    }
+
+    private func upstreamHeaders(_ request: HTTPRequest, provider: Provider, upstream: Upstream) -> [(String, String)] {
+        var headers = [("Content-Type", "application/json"), ("Accept", request.headers["accept"] ?? "application/json")]
+        switch provider {
+        case .openai:
+            if let key = upstream.apiKey { headers.append(("Authorization", "Bearer \(key)")) }
+            for name in ["openai-beta"] { if let value = request.headers[name] { headers.append((name, value)) } }
+        case .anthropic:
+            if let key = upstream.apiKey { headers.append(("x-api-key", key)) }
+            headers.append(("anthropic-version", request.headers["anthropic-version"] ?? "2023-06-01"))
+            if let beta = request.headers["anthropic-beta"] { headers.append(("anthropic-beta", beta)) }
+        }
+        return headers
+    }
+
+    /// Response headers worth passing on; hop-by-hop and length headers are the server's own business.
+    private func clientHeaders(_ upstreamHeaders: [(String, String)]) -> [(String, String)] {
+        let kept: Set = ["content-type", "x-request-id", "request-id", "openai-processing-ms", "retry-after", "retry-after-ms", "x-should-retry"]
+        return upstreamHeaders.filter { kept.contains($0.0) }
+    }
+
+    func record(_ entry: AuditRecord, status: Int, started: Date) {
+        var entry = entry
+        entry.status = status
+        entry.latencyMilliseconds = Int(Date().timeIntervalSince(started) * 1000)
+        audit?.append(entry)
+    }
+
+    // MARK: - Model list
+
+    private func listModels(_ request: HTTPRequest, provider: Provider, started: Date) -> HTTPResponse {
+        guard let upstream = configuration.upstreams[provider] else {
+            return .json(200, ["object": "list", "data": [Any]()])
+        }
+        let transfer = UpstreamTransfer(pool: curl, url: upstream.baseURL + (provider == .openai ? "/models" : "/v1/models"), method: "GET",
+                                        headers: upstreamHeaders(request, provider: provider, upstream: upstream), body: [],
+                                        timeoutSeconds: 30)
+        transfer.waitForStatus()
+        let body = transfer.readAll()
+        let status = transfer.status == 0 ? 502 : transfer.status
+        transfer.close()
+        record(AuditRecord(action: "llm:models", model: nil, decision: "allow", reason: "model list"), status: status, started: started)
+        return HTTPResponse(status: status, headers: clientHeaders(transfer.responseHeaders), body: .bytes(body))
+    }
+}
+
+/// A streamed response on its way from the upstream to the client, settled when it ends.
+final class MeteredStream: ResponseStream, @unchecked Sendable {
+    // One connection thread drives next() and then finish(); nothing here is shared.
+    private let proxy: MeteringProxy
+    private let transfer: UpstreamTransfer
+    private let call: ParsedCall
+    private let admission: Admission
+    private let started: Date
+    private var tracker: StreamTracker
+    private var ended = false
+
+    init(proxy: MeteringProxy, transfer: UpstreamTransfer, call: ParsedCall, admission: Admission, price: ModelPrice, started: Date) {
+        self.proxy = proxy
+        self.transfer = transfer
+        self.call = call
+        self.admission = admission
+        self.started = started
+        self.tracker = StreamTracker(endpoint: call.endpoint, dropsUsageChunk: call.injectsUsage)
+    }
+
+    func next() -> [UInt8]? {
+        guard !ended else { return nil }
+        guard let chunk = transfer.nextChunk() else {
+            ended = true
+            let rest = tracker.flush()
+            return rest.isEmpty ? nil : rest
+        }
+        return tracker.feed(chunk)
+    }
+
+    func finish(clientGone: Bool) {
+        var reason = "ok"
+        if clientGone && !ended {
+            // The provider bills what it generates even when nobody reads it, so
+            // read the stream to its end to learn the real usage.
+            while let chunk = transfer.nextChunk() { _ = tracker.feed(chunk) }
+            reason = "client disconnected before the end of the stream"
+            proxy.logger.info("client disconnected mid-stream; drained the upstream to settle", [("action", call.actions[0])])
+        }
+        if let failure = transfer.failure { reason = "upstream stream failed: \(failure)" }
+        transfer.close()
+        let usage = tracker.usage ?? proxy.estimate(call, admission: admission)
+        proxy.settle(call: call, admission: admission, usage: usage, status: transfer.status, started: started, reason: reason)
+    }
+}
+
+func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    guard a.count == b.count else { return false }
+    var difference: UInt8 = 0
+    for index in a.indices { difference |= a[index] ^ b[index] }
+    return difference == 0
+}

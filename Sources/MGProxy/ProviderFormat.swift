@@ -1,0 +1,207 @@
+import Foundation
+import MGGovernor
+
+public enum Provider: String, Sendable, CaseIterable {
+    case openai, anthropic
+}
+
+/// The LLM endpoints mg-run meters.
+enum Endpoint: Sendable {
+    case chatCompletions, messages, embeddings
+
+    var provider: Provider { self == .messages ? .anthropic : .openai }
+    var kindAction: String { self == .embeddings ? "llm:embedding" : "llm:completion" }
+    /// The path below the provider's base URL.
+    var upstreamPath: String {
+        switch self {
+        case .chatCompletions: return "/chat/completions"
+        case .messages: return "/v1/messages"
+        case .embeddings: return "/embeddings"
+        }
+    }
+}
+
+/// A client request that cannot be metered as sent.
+struct ClientError: Error {
+    var status: Int
+    var message: String
+}
+
+/// One LLM request, parsed far enough to bound its cost and to rewrite it.
+struct ParsedCall {
+    var endpoint: Endpoint
+    var json: [String: Any]
+    var model: String
+    var stream: Bool
+    /// OpenAI streams only: whether the client itself asked for the usage chunk.
+    var clientWantsUsage: Bool
+    /// The output cap field the client used, and its value.
+    var outputField: String?
+    var requestedOutput: Int?
+    var choices: Int
+    var inputTokensBound: Int
+    var inputTokensEstimate: Int
+
+    /// Extra tokens a non-text part (an image, audio, a document) is assumed to
+    /// cost on top of its bytes in the request.
+    /// NOTE: an estimate; providers bill large images at up to a few thousand tokens.
+    static let tokensPerMediaPart = 3_000
+
+    init(endpoint: Endpoint, body: [UInt8]) throws(ClientError) {
+        let provider = endpoint.provider
+        guard let object = try? JSONSerialization.jsonObject(with: Data(body)), let json = object as? [String: Any] else {
+            throw ClientError(status: 400, message: "the request body is not a JSON object")
+        }
+        guard let model = json["model"] as? String, !model.isEmpty else {
+            throw ClientError(status: 400, message: "the request has no \"model\" string")
+        }
+        self.endpoint = endpoint
+        self.json = json
+        self.model = model
+        self.stream = endpoint != .embeddings && (json["stream"] as? Bool ?? false)
+        let streamOptions = json["stream_options"] as? [String: Any]
+        self.clientWantsUsage = streamOptions?["include_usage"] as? Bool ?? false
+        self.choices = max(1, (json["n"] as? Int) ?? 1)
+
+        var messageCount = 0
+        var mediaParts = 0
+        switch endpoint {
+        case .chatCompletions, .messages:
+            guard let messages = json["messages"] as? [Any] else {
+                throw ClientError(status: 400, message: "the request has no \"messages\" list")
+            }
+            messageCount = messages.count
+            for case let message as [String: Any] in messages {
+                guard let parts = message["content"] as? [Any] else { continue }
+                for case let part as [String: Any] in parts {
+                    if let type = part["type"] as? String, type != "text", type != "input_text", type != "tool_result", type != "tool_use" {
+                        mediaParts += 1
+                    }
+                }
+            }
+            for field in (provider == .openai ? ["max_completion_tokens", "max_tokens"] : ["max_tokens"]) {
+                if let value = json[field] {
+                    guard let cap = value as? Int, cap >= 0 else {
+                        throw ClientError(status: 400, message: "\"\(field)\" must be a non-negative integer")
+                    }
+                    outputField = field
+                    requestedOutput = cap
+                    break
+                }
+            }
+        case .embeddings:
+            guard json["input"] != nil else {
+                throw ClientError(status: 400, message: "the request has no \"input\"")
+            }
+        }
+        // Every token is at least one byte of UTF-8, so the body's bytes bound the
+        // text it carries; chat framing adds a few tokens per message.
+        self.inputTokensBound = body.count + 8 * messageCount + 32 + ParsedCall.tokensPerMediaPart * mediaParts
+        self.inputTokensEstimate = body.count / 4 + 4 * messageCount + 3 + ParsedCall.tokensPerMediaPart * mediaParts
+    }
+
+    var actions: [String] { ["llm:\(model)", endpoint.kindAction] }
+
+    /// Whether the upstream must be asked for a usage chunk the client did not ask for.
+    var injectsUsage: Bool { endpoint == .chatCompletions && stream && !clientWantsUsage }
+
+    /// The body to send upstream: the client's, with the output cap set to what
+    /// the governor reserved and, for OpenAI streams, the usage chunk requested.
+    func upstreamBody(original: [UInt8], admission: Admission) -> [UInt8] {
+        var json = self.json
+        var changed = false
+        if admission.rewritesOutputCap, let cap = admission.outputTokens {
+            json[outputField ?? defaultOutputField] = cap
+            changed = true
+        }
+        if injectsUsage {
+            var options = json["stream_options"] as? [String: Any] ?? [:]
+            options["include_usage"] = true
+            json["stream_options"] = options
+            changed = true
+        }
+        guard changed, let data = try? JSONSerialization.data(withJSONObject: json, options: [.withoutEscapingSlashes]) else {
+            return original
+        }
+        return Array(data)
+    }
+
+    /// Reasoning models take only `max_completion_tokens`; others are sent the older, widely accepted `max_tokens`.
+    private var defaultOutputField: String {
+        guard endpoint == .chatCompletions else { return "max_tokens" }
+        let reasoning = ["o1", "o3", "o4", "gpt-5"].contains { model == $0 || model.hasPrefix($0 + "-") }
+        return reasoning ? "max_completion_tokens" : "max_tokens"
+    }
+}
+
+enum UsageParser {
+    /// Usage from a complete (non-streamed) response body, or nil when it has none.
+    static func usage(endpoint: Endpoint, body: [UInt8]) -> Usage? {
+        guard let json = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any],
+              let usage = json["usage"] as? [String: Any]
+        else { return nil }
+        return endpoint.provider == .anthropic ? anthropic(usage) : openAI(usage)
+    }
+
+    /// OpenAI counts cached tokens inside `prompt_tokens`.
+    static func openAI(_ usage: [String: Any]) -> Usage? {
+        guard let prompt = usage["prompt_tokens"] as? Int else { return nil }
+        let completion = usage["completion_tokens"] as? Int ?? 0
+        let cached = (usage["prompt_tokens_details"] as? [String: Any])?["cached_tokens"] as? Int ?? 0
+        let cachedPart = min(max(0, cached), prompt)
+        return Usage(uncachedInputTokens: prompt - cachedPart, cacheReadTokens: cachedPart, outputTokens: completion)
+    }
+
+    /// Anthropic reports cache reads and writes beside `input_tokens`, not inside it.
+    static func anthropic(_ usage: [String: Any]) -> Usage? {
+        guard usage["input_tokens"] != nil || usage["output_tokens"] != nil else { return nil }
+        return Usage(
+            uncachedInputTokens: usage["input_tokens"] as? Int ?? 0,
+            cacheReadTokens: usage["cache_read_input_tokens"] as? Int ?? 0,
+            cacheWriteTokens: usage["cache_creation_input_tokens"] as? Int ?? 0,
+            outputTokens: usage["output_tokens"] as? Int ?? 0)
+    }
+}
+
+/// Error bodies in each provider's own shape, because SDKs parse them to pick an exception.
+enum ErrorBody {
+    static func response(_ provider: Provider, status: Int, type: String, code: String?, message: String, headers: [(String, String)] = []) -> HTTPResponse {
+        switch provider {
+        case .openai:
+            var error: [String: Any] = ["message": message, "type": type, "param": NSNull()]
+            error["code"] = code ?? NSNull()
+            return .json(status, ["error": error], headers: headers)
+        case .anthropic:
+            return .json(status, ["type": "error", "error": ["type": anthropicType(status: status, fallback: type), "message": message]], headers: headers)
+        }
+    }
+
+    static func anthropicType(status: Int, fallback: String) -> String {
+        switch status {
+        case 400: return "invalid_request_error"
+        case 401: return "authentication_error"
+        case 403: return "permission_error"
+        case 404: return "not_found_error"
+        case 413: return "request_too_large"
+        case 429: return "rate_limit_error"
+        case 529: return "overloaded_error"
+        case 500...599: return "api_error"
+        default: return fallback
+        }
+    }
+
+    static func refusal(_ refusal: Refusal, provider: Provider) -> HTTPResponse {
+        switch refusal.kind {
+        case .window(let seconds):
+            let retryAfter = [("Retry-After", String(Int(seconds.rounded(.up)))),
+                              ("retry-after-ms", String(Int((seconds * 1000).rounded(.up))))]
+            return response(provider, status: 429, type: "requests", code: "rate_limit_exceeded", message: refusal.message, headers: retryAfter)
+        case .quota:
+            return response(provider, status: 429, type: "insufficient_quota", code: "insufficient_quota", message: refusal.message,
+                            headers: [("x-should-retry", "false")])
+        case .forbidden:
+            return response(provider, status: 403, type: "permission_error", code: "policy_denied", message: refusal.message,
+                            headers: [("x-should-retry", "false")])
+        }
+    }
+}

@@ -1,0 +1,185 @@
+import Dispatch
+import Foundation
+import MGLog
+import MGProxy
+
+public enum CommandLineInterface {
+    public static let version = "0.1.0"
+
+    public static let help = """
+    mg-run \(version): run an AI agent under a spending policy
+
+    Usage:
+      mg-run [run] [options] -- COMMAND [ARG...]
+      mg-run simulate [--port P] [--simulate-latency-ms N]
+      mg-run --help | --version
+
+    mg-run starts a metering proxy on 127.0.0.1, runs COMMAND with
+    OPENAI_BASE_URL, ANTHROPIC_BASE_URL and a per-run token in place of the real
+    keys, enforces the policy on every LLM call, and stops the whole process
+    tree when a task cost ceiling is spent or --max-duration passes.
+
+    Options for run:
+      --policy FILE           policy layer (repeatable; every layer must allow a call)
+      --prices FILE           price table (default: the shipped profiles/prices.yaml)
+      --upstream SPEC         simulate | openai=URL | anthropic=URL (repeatable).
+                              URL is the base URL as the SDK takes it:
+                              http://host:port/v1 for OpenAI, http://host:port for
+                              Anthropic. Default: the real providers, with the
+                              OPENAI_API_KEY / ANTHROPIC_API_KEY of mg-run's environment.
+      --task ID               task id for windows and the audit log (default: generated)
+      --summary FILE          write a JSON summary of the run to FILE
+      --audit FILE            append one JSON line per call or decision to FILE
+      --max-duration D        stop the run after D (90s, 30m, 8h)
+      --kill-grace SECONDS    time between SIGTERM and SIGKILL when stopping (default 5)
+      --simulate-latency-ms N with --upstream simulate: delay before each response
+      --simulate-event-delay-ms N  with --upstream simulate: delay between streamed events
+
+    Windows: max_per_day counts calls within this run only, because mg-run
+    keeps no ledger between runs yet.
+
+    Exit status: the command's own status when it ends by itself (128+N when
+    killed by signal N); 124 when stopped at --max-duration; 125 when stopped by
+    a policy limit; 130/143 when mg-run got SIGINT/SIGTERM; 126 command not
+    executable; 127 command not found; 2 invalid arguments or policy; 70
+    internal error.
+    """
+
+    /// Parses the arguments, runs the subcommand and returns the process exit status.
+    public static func main(_ arguments: [String]) -> Int32 {
+        signal(SIGPIPE, SIG_IGN)
+        let logger = Logger()
+        var rest = Array(arguments.dropFirst())
+        if rest.first == "--help" || rest.first == "-h" || rest.first == "help" {
+            print(help)
+            return 0
+        }
+        if rest.first == "--version" {
+            print("mg-run \(version)")
+            return 0
+        }
+        if rest.first == "simulate" {
+            return simulate(Array(rest.dropFirst()), logger: logger)
+        }
+        if rest.first == "run" { rest.removeFirst() }
+        do {
+            let options = try parseRun(rest)
+            return try Run(options: options, logger: logger).execute()
+        } catch {
+            FileHandle.standardError.write(Data("mg-run: error: \(error.description)\n".utf8))
+            return error.exitStatus
+        }
+    }
+
+    static func parseRun(_ arguments: [String]) throws(RunError) -> RunOptions {
+        var options = RunOptions()
+        var index = 0
+        func value(_ name: String) throws(RunError) -> String {
+            index += 1
+            guard index < arguments.count else { throw RunError("missing value after \(name); see mg-run --help") }
+            return arguments[index]
+        }
+        func number(_ name: String) throws(RunError) -> Int {
+            let text = try value(name)
+            guard let parsed = Int(text), parsed >= 0 else { throw RunError("invalid \(name) '\(text)'; expected a non-negative whole number") }
+            return parsed
+        }
+        while index < arguments.count {
+            let argument = arguments[index]
+            switch argument {
+            case "--":
+                options.command = Array(arguments[(index + 1)...])
+                index = arguments.count
+                continue
+            case "--policy": options.policyFiles.append(try value(argument))
+            case "--prices": options.pricesFile = try value(argument)
+            case "--upstream": options.upstreams.append(try value(argument))
+            case "--task": options.taskID = try value(argument)
+            case "--summary": options.summaryPath = try value(argument)
+            case "--audit": options.auditPath = try value(argument)
+            case "--max-duration":
+                let text = try value(argument)
+                guard let seconds = parseDuration(text) else {
+                    throw RunError("invalid --max-duration '\(text)'; use a number with a unit: 90s, 30m or 8h")
+                }
+                options.maxDurationSeconds = seconds
+            case "--kill-grace":
+                let text = try value(argument)
+                guard let seconds = Double(text), seconds >= 0, seconds <= 3600 else {
+                    throw RunError("invalid --kill-grace '\(text)'; expected seconds from 0 to 3600")
+                }
+                options.killGraceSeconds = seconds
+            case "--simulate-latency-ms": options.simulateLatencyMilliseconds = try number(argument)
+            case "--simulate-event-delay-ms": options.simulateEventDelayMilliseconds = try number(argument)
+            default:
+                if argument.hasPrefix("-") {
+                    throw RunError("unknown option '\(argument)'; see mg-run --help")
+                }
+                // A command without "--" in front: everything from here is the command.
+                options.command = Array(arguments[index...])
+                index = arguments.count
+                continue
+            }
+            index += 1
+        }
+        guard !options.command.isEmpty else {
+            throw RunError("missing command; usage: mg-run --policy FILE -- COMMAND [ARG...]")
+        }
+        return options
+    }
+
+    /// Seconds in "90s", "30m", "8h" or "1.5h"; nil for anything else.
+    static func parseDuration(_ text: String) -> Double? {
+        guard let unit = text.last, let amount = Double(text.dropLast()), amount > 0 else { return nil }
+        switch unit {
+        case "s": return amount
+        case "m": return amount * 60
+        case "h": return amount * 3600
+        default: return nil
+        }
+    }
+
+    static func simulate(_ arguments: [String], logger: Logger) -> Int32 {
+        var port = 0
+        var latency = 0
+        var eventDelay = 0
+        var index = 0
+        while index < arguments.count {
+            let name = arguments[index]
+            guard index + 1 < arguments.count, let parsed = Int(arguments[index + 1]), parsed >= 0 else {
+                FileHandle.standardError.write(Data("mg-run: error: \(name) needs a non-negative whole number; see mg-run --help\n".utf8))
+                return ExitStatus.usage
+            }
+            switch name {
+            case "--port": port = parsed
+            case "--simulate-latency-ms": latency = parsed
+            case "--simulate-event-delay-ms": eventDelay = parsed
+            default:
+                FileHandle.standardError.write(Data("mg-run: error: unknown option '\(name)' for simulate; see mg-run --help\n".utf8))
+                return ExitStatus.usage
+            }
+            index += 2
+        }
+        let server: HTTPServer
+        do {
+            server = try HTTPServer(port: port, handler: SimulatedProvider(latencyMilliseconds: latency, eventDelayMilliseconds: eventDelay))
+        } catch {
+            FileHandle.standardError.write(Data("mg-run: error: \(error.description)\n".utf8))
+            return ExitStatus.internalError
+        }
+        logger.info("simulated provider listening", [("url", "http://127.0.0.1:\(server.port)"), ("latency_ms", String(latency))])
+        FileHandle.standardOutput.write(Data("http://127.0.0.1:\(server.port)\n".utf8))
+        let done = DispatchSemaphore(value: 0)
+        var sources: [DispatchSourceSignal] = []
+        for number in [SIGINT, SIGTERM] {
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { done.signal() }
+            source.resume()
+            sources.append(source)
+        }
+        done.wait()
+        server.stop()
+        return 0
+    }
+}

@@ -1,0 +1,309 @@
+import Dispatch
+import Foundation
+import MGGovernor
+import MGLog
+import MGPolicy
+import MGProxy
+import Synchronization
+
+/// Everything `mg-run run` needs, parsed from the command line.
+public struct RunOptions: Sendable {
+    public var policyFiles: [String] = []
+    public var pricesFile: String?
+    /// `simulate`, `openai=URL` or `anthropic=URL`.
+    public var upstreams: [String] = []
+    public var taskID: String?
+    public var summaryPath: String?
+    public var auditPath: String?
+    public var maxDurationSeconds: Double?
+    public var killGraceSeconds: Double = 5
+    public var simulateLatencyMilliseconds = 0
+    public var simulateEventDelayMilliseconds = 0
+    public var command: [String] = []
+
+    public init() {}
+}
+
+/// mg-run's own exit statuses, chosen to stay clear of the usual child statuses where conventions allow.
+public enum ExitStatus {
+    public static let usage: Int32 = 2
+    public static let internalError: Int32 = 70
+    /// The run was stopped at --max-duration, as timeout(1) does.
+    public static let maxDuration: Int32 = 124
+    /// The run was stopped by a policy limit, such as a spent task cost ceiling.
+    public static let policyStop: Int32 = 125
+    public static let notExecutable: Int32 = 126
+    public static let notFound: Int32 = 127
+}
+
+public struct RunError: Error, CustomStringConvertible {
+    public var description: String
+    public var exitStatus: Int32
+
+    public init(_ description: String, exitStatus: Int32 = ExitStatus.usage) {
+        self.description = description
+        self.exitStatus = exitStatus
+    }
+}
+
+/// One governed run: the proxy, the process tree, the stop decision, the summary.
+public final class Run: Sendable {
+    let options: RunOptions
+    let logger: Logger
+    let runID: String
+    let taskID: String
+    private let stopReason = Mutex<String?>(nil)
+    private let tree = Mutex<pid_t>(0)
+
+    public init(options: RunOptions, logger: Logger = Logger()) {
+        self.options = options
+        self.runID = randomHex(6)
+        self.taskID = options.taskID ?? "task-\(randomHex(4))"
+        self.logger = logger.with([("run_id", runID), ("task_id", taskID)])
+    }
+
+    /// Runs the command to its end and returns mg-run's exit status. Call it on
+    /// the main thread: the process tree dies with the thread that started it.
+    public func execute() throws(RunError) -> Int32 {
+        let started = Date()
+        let layers = try loadPolicies()
+        let prices = try loadPrices()
+        let (upstreams, simulator) = try startUpstreams()
+        let onLimitExceeded = try limitResponse(layers)
+
+        let token = "mgr-" + randomHex(24)
+        let governor = Governor(layers: layers)
+        var audit: AuditLog?
+        if let path = options.auditPath {
+            do {
+                audit = try AuditLog(path: path, runID: runID, taskID: taskID)
+            } catch {
+                throw RunError(error.description)
+            }
+        }
+        var configuration = ProxyConfiguration(runID: runID, taskID: taskID, token: token, upstreams: upstreams, prices: prices, onLimitExceeded: onLimitExceeded)
+        configuration.upstreamTimeoutSeconds = 600
+        let proxy = MeteringProxy(configuration: configuration, governor: governor, audit: audit, logger: logger) { [self] reason in
+            self.stop(reason)
+        }
+        let server: HTTPServer
+        do {
+            server = try HTTPServer(handler: proxy)
+        } catch {
+            throw RunError("cannot start the proxy: \(error.description)", exitStatus: ExitStatus.internalError)
+        }
+        let proxyURL = "http://127.0.0.1:\(server.port)"
+
+        let environment = childEnvironment(proxyURL: proxyURL, token: token)
+        let tree: SpawnedTree
+        do {
+            let path = try Spawner.resolve(options.command[0], path: environment["PATH"])
+            tree = try Spawner.spawn(path: path, arguments: options.command, environment: environment)
+        } catch {
+            server.stop()
+            simulator?.stop()
+            throw RunError(error.description, exitStatus: error.exitStatus)
+        }
+        self.tree.withLock { $0 = tree.initPID }
+        logger.info("run started", [("pid", String(tree.initPID)), ("proxy", proxyURL), ("command", options.command[0])])
+
+        let signalSources = installSignalHandlers()
+        if let limit = options.maxDurationSeconds {
+            DispatchQueue.global().asyncAfter(deadline: .now() + limit) { [self] in self.stop("max_duration") }
+        }
+
+        let childStatus = waitForTree(tree)
+        withExtendedLifetime(signalSources) {}
+        self.tree.withLock { $0 = 0 }
+
+        // Streams the agent left behind settle as their upstreams finish; give them a moment.
+        let drainDeadline = Date().addingTimeInterval(10)
+        while governor.totals.inFlight > 0 && Date() < drainDeadline { usleep(20_000) }
+
+        let reason = stopReason.withLock { $0 }
+        let exitStatus = Run.exitStatus(childStatus: childStatus, stopReason: reason)
+        let outcome = reason != nil ? "stopped" : (childStatus.map { $0 == 0 } ?? false) ? "completed" : "failed"
+        let totals = governor.totals
+        let summary = Summary(runID: runID, taskID: taskID, outcome: outcome, stopReason: reason, exitStatus: exitStatus, totals: totals,
+                              durationSeconds: Date().timeIntervalSince(started))
+        if let path = options.summaryPath {
+            do {
+                try summary.json().write(toFile: path, atomically: true, encoding: .utf8)
+            } catch {
+                logger.error("cannot write the summary", [("path", path), ("error", error.localizedDescription)])
+            }
+        }
+        FileHandle.standardError.write(Data(summary.humanReadable().utf8))
+        server.stop()
+        simulator?.stop()
+        return exitStatus
+    }
+
+    /// Decides to stop the run: SIGTERM to every process of the tree now, SIGKILL after the grace period.
+    /// The first reason given is the one reported.
+    public func stop(_ reason: String) {
+        let first = stopReason.withLock { current -> Bool in
+            guard current == nil else { return false }
+            current = reason
+            return true
+        }
+        guard first else { return }
+        let pid = tree.withLock { $0 }
+        guard pid > 0 else { return }
+        logger.info("stop decided", [("reason", reason), ("grace_s", String(options.killGraceSeconds))])
+        kill(pid, SIGTERM)  // the init forwards it to every process in the namespace
+        DispatchQueue.global().asyncAfter(deadline: .now() + options.killGraceSeconds) { [self] in
+            let pid = self.tree.withLock { $0 }
+            if pid > 0 {
+                self.logger.info("grace period over; killing the process tree", [("pid", String(pid))])
+                kill(pid, SIGKILL)  // kills the whole PID namespace
+            }
+        }
+    }
+
+    /// Blocks until the init exits; returns the program's wait status, or nil if the init was killed first.
+    private func waitForTree(_ tree: SpawnedTree) -> Int32? {
+        var status: Int32 = 0
+        let got = withUnsafeMutableBytes(of: &status) { Spawner.readFully(tree.statusFD, $0) }
+        close(tree.statusFD)
+        var initStatus: Int32 = 0
+        while waitpid(tree.initPID, &initStatus, 0) < 0 && errno == EINTR {}
+        return got == 4 ? status : nil
+    }
+
+    static func exitStatus(childStatus: Int32?, stopReason: String?) -> Int32 {
+        if let stopReason {
+            if stopReason == "max_duration" { return ExitStatus.maxDuration }
+            if stopReason.hasPrefix("signal:") { return 128 + (Int32(stopReason.dropFirst(7)) ?? 15) }
+            return ExitStatus.policyStop
+        }
+        guard let status = childStatus else { return 128 + SIGKILL }
+        let signal = status & 0x7f
+        return signal == 0 ? (status >> 8) & 0xff : 128 + signal
+    }
+
+    private func installSignalHandlers() -> [DispatchSourceSignal] {
+        [SIGINT, SIGTERM, SIGHUP].map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { [self] in self.stop("signal:\(number)") }
+            source.resume()
+            return source
+        }
+    }
+
+    // MARK: - Set-up
+
+    private func loadPolicies() throws(RunError) -> [Policy] {
+        guard !options.policyFiles.isEmpty else {
+            throw RunError("missing --policy FILE; start from profiles/basic.yaml")
+        }
+        var layers: [Policy] = []
+        var errors: [PolicyError] = []
+        for file in options.policyFiles {
+            do {
+                layers.append(try PolicyLoader.load(file: file))
+            } catch {
+                errors += error.errors
+            }
+        }
+        if !errors.isEmpty {
+            throw RunError(PolicyErrors(errors).description)
+        }
+        return layers
+    }
+
+    private func loadPrices() throws(RunError) -> PriceTable {
+        guard let file = options.pricesFile ?? Run.defaultPricesFile() else {
+            throw RunError("cannot find the price table prices.yaml; pass --prices FILE (the project ships profiles/prices.yaml)")
+        }
+        do {
+            return try PriceTable.load(file: file)
+        } catch {
+            throw RunError(error.description)
+        }
+    }
+
+    /// The shipped price table: next to the executable's install prefix, or in the source tree it was built from.
+    static func defaultPricesFile() -> String? {
+        let executable = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+        var directory = executable.deletingLastPathComponent()
+        var candidates = [directory.appendingPathComponent("../share/mg-run/prices.yaml").path]
+        for _ in 0..<5 {
+            candidates.append(directory.appendingPathComponent("profiles/prices.yaml").path)
+            directory = directory.deletingLastPathComponent()
+        }
+        candidates.append(FileManager.default.currentDirectoryPath + "/profiles/prices.yaml")
+        return candidates.first { FileManager.default.fileExists(atPath: $0) }
+    }
+
+    private func startUpstreams() throws(RunError) -> ([Provider: Upstream], HTTPServer?) {
+        let environment = ProcessInfo.processInfo.environment
+        if options.upstreams.contains("simulate") {
+            let simulator: HTTPServer
+            do {
+                simulator = try HTTPServer(handler: SimulatedProvider(latencyMilliseconds: options.simulateLatencyMilliseconds,
+                                                                      eventDelayMilliseconds: options.simulateEventDelayMilliseconds))
+            } catch {
+                throw RunError("cannot start the simulated provider: \(error.description)", exitStatus: ExitStatus.internalError)
+            }
+            let base = "http://127.0.0.1:\(simulator.port)"
+            return ([.openai: Upstream(baseURL: base + "/v1", apiKey: nil), .anthropic: Upstream(baseURL: base, apiKey: nil)], simulator)
+        }
+        var upstreams: [Provider: Upstream] = [:]
+        for spec in options.upstreams {
+            let parts = spec.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, let provider = Provider(rawValue: parts[0]), parts[1].hasPrefix("http://") || parts[1].hasPrefix("https://") else {
+                throw RunError("invalid --upstream '\(spec)'; use simulate, openai=http://HOST:PORT/v1 or anthropic=http://HOST:PORT")
+            }
+            upstreams[provider] = Upstream(baseURL: parts[1], apiKey: environment[provider == .openai ? "OPENAI_API_KEY" : "ANTHROPIC_API_KEY"])
+        }
+        if upstreams.isEmpty {
+            if let key = environment["OPENAI_API_KEY"], !key.isEmpty {
+                upstreams[.openai] = Upstream(baseURL: "https://api.openai.com/v1", apiKey: key)
+            }
+            if let key = environment["ANTHROPIC_API_KEY"], !key.isEmpty {
+                upstreams[.anthropic] = Upstream(baseURL: "https://api.anthropic.com", apiKey: key)
+            }
+            if upstreams.isEmpty {
+                throw RunError("missing provider key: neither OPENAI_API_KEY nor ANTHROPIC_API_KEY is set in mg-run's environment; set one, or try the policy for free with --upstream simulate")
+            }
+            for provider in Provider.allCases where upstreams[provider] == nil {
+                logger.warning("no key for this provider; its calls will fail with 502", [("provider", provider.rawValue)])
+            }
+        }
+        return (upstreams, nil)
+    }
+
+    private func limitResponse(_ layers: [Policy]) throws(RunError) -> OnLimitExceeded {
+        let set = layers.compactMap { layer in layer.onLimitExceeded.map { (layer.file, $0) } }
+        guard let first = set.first else { return OnLimitExceeded() }
+        if let conflict = set.first(where: { $0.1.action != first.1.action }) {
+            throw RunError("\(first.0) and \(conflict.0) set different on_limit_exceeded.action values (\(first.1.action.rawValue), \(conflict.1.action.rawValue)); keep it in one layer")
+        }
+        return first.1
+    }
+
+    /// mg-run's environment without the real provider keys, plus the proxy's address and the run token.
+    private func childEnvironment(proxyURL: String, token: String) -> [String: String] {
+        var environment = ProcessInfo.processInfo.environment
+        for name in ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "OPENAI_ADMIN_KEY"] {
+            environment.removeValue(forKey: name)
+        }
+        environment["OPENAI_BASE_URL"] = proxyURL + "/v1"
+        environment["OPENAI_API_BASE"] = proxyURL + "/v1"
+        environment["OPENAI_API_KEY"] = token
+        environment["ANTHROPIC_BASE_URL"] = proxyURL
+        environment["ANTHROPIC_API_KEY"] = token
+        environment["MG_RUN_URL"] = proxyURL
+        environment["MG_RUN_TOKEN"] = token
+        environment["MG_RUN_TASK"] = taskID
+        environment["MG_RUN_ID"] = runID
+        return environment
+    }
+}
+
+func randomHex(_ byteCount: Int) -> String {
+    var generator = SystemRandomNumberGenerator()
+    return (0..<byteCount).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+}

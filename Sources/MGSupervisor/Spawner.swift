@@ -1,0 +1,110 @@
+import CShim
+import Foundation
+
+public struct SpawnError: Error, CustomStringConvertible {
+    public var description: String
+    /// The exit status mg-run returns for it: 127 not found, 126 not executable, 70 otherwise.
+    public var exitStatus: Int32
+}
+
+/// A program running as the only child of a fresh PID namespace's init.
+struct SpawnedTree {
+    /// The namespace's init; SIGKILL to it kills every process in the tree.
+    var initPID: pid_t
+    var statusFD: Int32
+}
+
+enum Spawner {
+    /// Finds `name` on `PATH` the way a shell does; a name with a slash is taken as a path.
+    static func resolve(_ name: String, path: String?) throws(SpawnError) -> String {
+        if name.contains("/") {
+            guard FileManager.default.fileExists(atPath: name) else {
+                throw SpawnError(description: "command not found: \(name)", exitStatus: 127)
+            }
+            guard access(name, X_OK) == 0 else {
+                throw SpawnError(description: "command is not executable: \(name); check its permissions", exitStatus: 126)
+            }
+            return name
+        }
+        for directory in (path ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":") {
+            let candidate = "\(directory)/\(name)"
+            var isDirectory: ObjCBool = false
+            if FileManager.default.fileExists(atPath: candidate, isDirectory: &isDirectory), !isDirectory.boolValue, access(candidate, X_OK) == 0 {
+                return candidate
+            }
+        }
+        throw SpawnError(description: "command not found: \(name) (searched PATH); give a path or install it", exitStatus: 127)
+    }
+
+    /// Starts the tree. Must run on a thread that lives as long as the run,
+    /// because the init is killed when the thread that cloned it exits (PR_SET_PDEATHSIG).
+    static func spawn(path: String, arguments: [String], environment: [String: String]) throws(SpawnError) -> SpawnedTree {
+        let argv = CStringArray(arguments)
+        let envp = CStringArray(environment.map { "\($0.key)=\($0.value)" }.sorted())
+        defer {
+            argv.free()
+            envp.free()
+        }
+        var result = mg_spawn_result()
+        let error: Int32 = path.withCString { pathPointer in
+            var config = mg_spawn_config(path: pathPointer, argv: argv.pointer, envp: envp.pointer, directory: nil,
+                                         new_user_namespace: geteuid() == 0 ? 0 : 1)
+            return mg_spawn(&config, &result)
+        }
+        if error != 0 {
+            throw SpawnError(description: "cannot start the process tree: clone with a new PID namespace failed: \(String(cString: strerror(error))); mg-run needs root or unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1)", exitStatus: 70)
+        }
+        // EOF means exec succeeded; 8 bytes say which stage failed and why.
+        var report: (Int32, Int32) = (0, 0)
+        let got = withUnsafeMutableBytes(of: &report) { buffer in readFully(result.error_fd, buffer) }
+        close(result.error_fd)
+        if got == 8 {
+            var status: Int32 = 0
+            waitpid(result.init_pid, &status, 0)
+            close(result.status_fd)
+            let reason = String(cString: strerror(report.1))
+            switch report.0 {
+            case Int32(MG_SPAWN_STAGE_EXEC):
+                let code: Int32 = report.1 == ENOENT ? 127 : 126
+                throw SpawnError(description: "cannot execute \(path): \(reason)", exitStatus: code)
+            default:
+                throw SpawnError(description: "cannot start \(path): setup stage \(report.0) failed: \(reason)", exitStatus: 70)
+            }
+        }
+        return SpawnedTree(initPID: result.init_pid, statusFD: result.status_fd)
+    }
+
+    /// Reads until the buffer is full or EOF; returns the byte count.
+    static func readFully(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer) -> Int {
+        var offset = 0
+        while offset < buffer.count {
+            let got = read(fd, buffer.baseAddress! + offset, buffer.count - offset)
+            if got < 0 && errno == EINTR { continue }
+            if got <= 0 { break }
+            offset += got
+        }
+        return offset
+    }
+}
+
+/// A NULL-terminated array of C strings, for argv and envp.
+struct CStringArray {
+    let pointer: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>
+
+    init(_ strings: [String]) {
+        pointer = .allocate(capacity: strings.count + 1)
+        for (index, string) in strings.enumerated() {
+            pointer[index] = strdup(string)
+        }
+        pointer[strings.count] = nil
+    }
+
+    func free() {
+        var index = 0
+        while let string = pointer[index] {
+            Foundation.free(string)
+            index += 1
+        }
+        pointer.deallocate()
+    }
+}

@@ -1,0 +1,4 @@
+import Foundation
+import MGSupervisor
+
+exit(CommandLineInterface.main(CommandLine.arguments))
