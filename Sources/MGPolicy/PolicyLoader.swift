@@ -46,7 +46,7 @@ public enum PolicyLoader {
         }
         var reader = SchemaReader()
         let policy = read(root, file: file, reader: &reader)
-        if !reader.errors.isEmpty { throw PolicyErrors(reader.errors) }
+        if !reader.errors.isEmpty { throw PolicyErrors(reader.sortedErrors) }
         return policy
     }
 

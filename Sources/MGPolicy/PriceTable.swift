@@ -93,7 +93,7 @@ public struct PriceTable: Sendable {
                 reader.fail(node, "models", "expected a mapping from model id to price, got \(node.kindName)")
             }
         }
-        if !reader.errors.isEmpty { throw PolicyErrors(reader.errors) }
+        if !reader.errors.isEmpty { throw PolicyErrors(reader.sortedErrors) }
         return table
     }
 

@@ -5,6 +5,11 @@ import Foundation
 struct SchemaReader {
     var errors: [PolicyError] = []
 
+    /// The errors in the order they appear in the file.
+    var sortedErrors: [PolicyError] {
+        errors.sorted { ($0.position.line, $0.position.column) < ($1.position.line, $1.position.column) }
+    }
+
     mutating func fail(_ node: YAMLNode, _ path: String, _ message: String) {
         errors.append(PolicyError(position: node.position, path: path, message: message))
     }

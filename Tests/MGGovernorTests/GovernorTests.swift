@@ -1,0 +1,212 @@
+import Foundation
+import Testing
+@testable import MGGovernor
+@testable import MGPolicy
+
+/// 1 USD per million input tokens and 2 USD per million output tokens: 1e6 and 2e6 picodollars per token.
+private let price = ModelPrice(inputPerToken: 1_000_000, outputPerToken: 2_000_000, cachedInputPerToken: 500_000, cacheWritePerToken: 1_250_000, maxOutputTokens: 1_000)
+
+private func call(input: Int = 100, output: Int? = nil, model: String = "m", choices: Int = 1) -> CallDescriptor {
+    CallDescriptor(actions: ["llm:\(model)", "llm:completion"], model: model, price: price,
+                   inputTokensBound: input, inputTokensEstimate: input / 4, requestedOutputTokens: output, choices: choices)
+}
+
+private func governor(_ rules: [Rule], defaultEffect: Effect = .deny, time: any TimeSource = ManualTimeSource()) -> Governor {
+    Governor(layers: [Policy(file: "test.yaml", defaultEffect: defaultEffect, rules: rules)], time: time)
+}
+
+private func dollars(_ text: String) -> USD { USD(decimalText: text)! }
+
+extension Decision {
+    var admission: Admission? {
+        if case .admit(let admission) = self { return admission }
+        return nil
+    }
+
+    var refusal: Refusal? {
+        if case .refuse(let refusal) = self { return refusal }
+        return nil
+    }
+}
+
+@Suite struct GovernorRuleTests {
+    @Test func defaultDenyWithoutMatchingRule() {
+        let refusal = governor([Rule(action: "search:*")]).admit(call()).refusal
+        #expect(refusal?.kind == .forbidden)
+        #expect(refusal?.limit == "default_effect")
+    }
+
+    @Test func denyRuleWins() {
+        let refusal = governor([Rule(action: "llm:*"), Rule(action: "llm:m", effect: .deny, path: "rules[1]")]).admit(call()).refusal
+        #expect(refusal?.kind == .forbidden)
+        #expect(refusal?.limit == "rules[1]")
+    }
+
+    @Test func layerWithoutRulesAbstains() {
+        let layers = [Policy(file: "a.yaml", rules: [Rule(action: "llm:*")]), Policy(file: "b.yaml")]
+        #expect(Governor(layers: layers, time: ManualTimeSource()).admit(call()).admission != nil)
+    }
+
+    @Test func everyLayerMustAllow() {
+        let layers = [Policy(file: "a.yaml", rules: [Rule(action: "llm:*")]), Policy(file: "b.yaml", rules: [Rule(action: "search:*")])]
+        let refusal = Governor(layers: layers, time: ManualTimeSource()).admit(call()).refusal
+        #expect(refusal?.kind == .forbidden)
+    }
+}
+
+@Suite struct GovernorWindowTests {
+    @Test func minuteWindowAdmitsExactlyLimit() {
+        let time = ManualTimeSource()
+        let subject = governor([Rule(action: "llm:*", rateLimit: RateLimit(maxPerMinute: 3))], time: time)
+        for _ in 0..<3 {
+            #expect(subject.admit(call()).admission != nil)
+            time.advance(by: 10)
+        }
+        let refusal = subject.admit(call()).refusal
+        #expect(refusal?.kind == .window(retryAfterSeconds: 30))
+        #expect(refusal?.limit == "rules[0].rate_limit.max_per_minute")
+        time.advance(by: 30.5)
+        #expect(subject.admit(call()).admission != nil)
+    }
+
+    @Test func releasedCallFreesItsSlot() {
+        let subject = governor([Rule(action: "llm:*", rateLimit: RateLimit(maxPerMinute: 1, maxPerTask: 1))])
+        let first = subject.admit(call()).admission!
+        #expect(subject.admit(call()).refusal != nil)
+        subject.release(first.id)
+        #expect(subject.admit(call()).admission != nil)
+    }
+
+    @Test func taskCountIsPermanentOnceSettled() {
+        let subject = governor([Rule(action: "llm:*", rateLimit: RateLimit(maxPerTask: 1))])
+        let first = subject.admit(call()).admission!
+        #expect(subject.admit(call()).refusal?.kind == .window(retryAfterSeconds: 1))
+        subject.settle(first.id, usage: Usage(uncachedInputTokens: 10, outputTokens: 10))
+        #expect(subject.admit(call()).refusal?.kind == .quota)
+    }
+
+    @Test func hourAndDayWindows() {
+        let time = ManualTimeSource()
+        let subject = governor([Rule(action: "llm:*", rateLimit: RateLimit(maxPerHour: 2, maxPerDay: 3))], time: time)
+        #expect(subject.admit(call()).admission != nil)
+        #expect(subject.admit(call()).admission != nil)
+        #expect(subject.admit(call()).refusal?.limit == "rules[0].rate_limit.max_per_hour")
+        time.advance(by: 3_601)
+        #expect(subject.admit(call()).admission != nil)
+        #expect(subject.admit(call()).refusal?.limit == "rules[0].rate_limit.max_per_day")
+    }
+}
+
+@Suite struct GovernorCeilingTests {
+    @Test func outputCapInjectedWhenClientSentNone() {
+        // 100 input tokens cost 100e6; 0.0011 USD = 1.1e9 leaves 1e9 / 2e6 = 500 output tokens.
+        let subject = governor([Rule(action: "llm:*", costCeiling: CostCeiling(maxUSDPerCall: dollars("0.0011")))])
+        let admission = subject.admit(call()).admission!
+        #expect(admission.outputTokens == 500)
+        #expect(admission.rewritesOutputCap)
+        #expect(admission.reservedCost == dollars("0.0011"))
+    }
+
+    @Test func clientCapKeptWhenItFits() {
+        let admission = governor([Rule(action: "llm:*")]).admit(call(output: 50)).admission!
+        #expect(admission.outputTokens == 50)
+        #expect(!admission.rewritesOutputCap)
+    }
+
+    @Test func modelLimitCapsOutput() {
+        let admission = governor([Rule(action: "llm:*")]).admit(call(output: 5_000)).admission!
+        #expect(admission.outputTokens == 1_000)
+        #expect(admission.rewritesOutputCap)
+    }
+
+    @Test func choicesMultiplyOutputCost() {
+        let subject = governor([Rule(action: "llm:*", costCeiling: CostCeiling(maxUSDPerCall: dollars("0.0011")))])
+        #expect(subject.admit(call(choices: 2)).admission?.outputTokens == 250)
+    }
+
+    @Test func perCallCeilingForbidsLargeInput() {
+        let subject = governor([Rule(action: "llm:*", costCeiling: CostCeiling(maxUSDPerCall: dollars("0.0001")))])
+        let refusal = subject.admit(call(input: 100)).refusal
+        #expect(refusal?.kind == .forbidden)
+        #expect(refusal?.limit == "rules[0].cost_ceiling.max_usd_per_call")
+    }
+
+    @Test func tokensPerCallCapsOutput() {
+        let subject = governor([Rule(action: "llm:*", rateLimit: RateLimit(maxTokensPerCall: 225))])
+        #expect(subject.admit(call(input: 100)).admission?.outputTokens == 200)
+        #expect(subject.admit(call(input: 1_000)).refusal?.kind == .forbidden)
+    }
+
+    @Test func taskCeilingStopsWhenSpent() {
+        let subject = governor([Rule(action: "llm:*", costCeiling: CostCeiling(maxUSDPerTask: dollars("0.001")))])
+        let first = subject.admit(call(input: 100, output: 100)).admission!
+        subject.settle(first.id, usage: Usage(uncachedInputTokens: 400, outputTokens: 290))
+        #expect(subject.totals.cost == dollars("0.00098"))
+        let refusal = subject.admit(call(input: 100, output: 100)).refusal
+        #expect(refusal?.kind == .quota)
+        #expect(refusal?.stopReason == "cost_ceiling:max_usd_per_task")
+    }
+
+    @Test func reservedButUnsettledIsTemporary() {
+        let subject = governor([Rule(action: "llm:*", costCeiling: CostCeiling(maxUSDPerTask: dollars("0.0005")))])
+        let first = subject.admit(call(input: 100, output: 150)).admission!
+        let refusal = subject.admit(call(input: 100, output: 100)).refusal
+        #expect(refusal?.kind == .window(retryAfterSeconds: 1))
+        #expect(refusal?.stopReason == nil)
+        subject.settle(first.id, usage: Usage(uncachedInputTokens: 10, outputTokens: 10))
+        #expect(subject.admit(call(input: 100, output: 100)).admission != nil)
+    }
+
+    @Test func cachedTokensPricedSeparately() {
+        let usage = Usage(uncachedInputTokens: 100, cacheReadTokens: 1_000, cacheWriteTokens: 10, outputTokens: 20)
+        // 100 * 1e6 + 1000 * 0.5e6 + 10 * 1.25e6 + 20 * 2e6 picodollars
+        #expect(Pricing.cost(of: usage, at: price).picodollars == 100_000_000 + 500_000_000 + 12_500_000 + 40_000_000)
+    }
+}
+
+@Suite struct GovernorConcurrencyTests {
+    /// Many threads admit calls of random sizes and settle them at random
+    /// fractions of their reservation; no seed may settle past the ceiling or
+    /// admit more than the window allows.
+    @Test(arguments: 0..<20)
+    func concurrentCallsNeverOvershoot(seed: Int) async {
+        let ceiling = dollars("0.01")
+        let windowLimit = 25
+        let subject = governor([Rule(action: "llm:*", rateLimit: RateLimit(maxPerMinute: windowLimit),
+                                     costCeiling: CostCeiling(maxUSDPerTask: ceiling))])
+        let admitted = await withTaskGroup(of: Int.self) { group in
+            for worker in 0..<50 {
+                group.addTask {
+                    var random = SplitMix(seed: UInt64(seed * 1_000 + worker))
+                    let input = Int(random.next() % 3_000) + 1
+                    guard case .admit(let admission) = subject.admit(call(input: input, output: Int(random.next() % 2_000) + 1)) else { return 0 }
+                    let outputUsed = Int(random.next() % UInt64((admission.outputTokens ?? 0) + 1))
+                    if random.next() % 5 == 0 {
+                        subject.release(admission.id)
+                        return 0
+                    }
+                    subject.settle(admission.id, usage: Usage(uncachedInputTokens: input, outputTokens: outputUsed))
+                    return 1
+                }
+            }
+            return await group.reduce(0, +)
+        }
+        #expect(subject.totals.cost <= ceiling)
+        #expect(admitted <= windowLimit)
+        #expect(subject.totals.inFlight == 0)
+        #expect(subject.totals.reserved == .zero)
+    }
+}
+
+/// A small deterministic generator, so each seed replays the same sizes.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

@@ -1,0 +1,211 @@
+import Foundation
+import Testing
+@testable import MGPolicy
+
+private func errors(of text: String, file: String = "policy.yaml") -> [String] {
+    do {
+        _ = try PolicyLoader.parse(text: text, file: file)
+        return []
+    } catch {
+        return error.errors.map(\.description)
+    }
+}
+
+@Suite struct PolicyLoaderTests {
+    @Test func loadsSupportedKeys() throws {
+        let policy = try PolicyLoader.parse(text: """
+            name: test
+            version: 2
+            default_effect: allow
+            allowed_domains: [example.com, docs.example.com]
+            rules:
+              - action: "llm:*"
+                rate_limit: {max_per_minute: 10, max_per_hour: 100, max_per_day: 1000, max_per_task: 50, max_tokens_per_call: 4000}
+                cost_ceiling: {max_usd_per_call: 0.25, max_usd_per_task: 2.5}
+              - action: "search:*"
+                effect: deny
+            on_limit_exceeded:
+              action: graceful_conclude
+              message_to_agent: "wrap up"
+            """, file: "p.yaml")
+        #expect(policy.metadata["name"] == "test")
+        #expect(policy.metadata["version"] == "2")
+        #expect(policy.defaultEffect == .allow)
+        #expect(policy.rules.count == 2)
+        #expect(policy.rules[0].rateLimit == RateLimit(maxPerMinute: 10, maxPerHour: 100, maxPerDay: 1000, maxPerTask: 50, maxTokensPerCall: 4000))
+        #expect(policy.rules[0].costCeiling.maxUSDPerCall == USD(picodollars: 250_000_000_000))
+        #expect(policy.rules[0].costCeiling.maxUSDPerTask == USD(picodollars: 2_500_000_000_000))
+        #expect(policy.rules[0].position.line == 6)
+        #expect(policy.rules[1].effect == .deny)
+        #expect(policy.onLimitExceeded?.action == .gracefulConclude)
+        #expect(policy.onLimitExceeded?.messageToAgent == "wrap up")
+    }
+
+    @Test func unknownKeySuggestsSpelling() {
+        let found = errors(of: """
+            rules:
+              - action: "llm:*"
+                rate_limit:
+                  max_per_minit: 20
+            """)
+        #expect(found == ["policy.yaml:4:7: rules[0].rate_limit: unknown key 'max_per_minit' (did you mean 'max_per_minute'?)"])
+    }
+
+    @Test func unknownTopLevelKeyListsNothingCloseAsList() {
+        let found = errors(of: "rulez:\n  - action: x\n")
+        #expect(found == ["policy.yaml:1:1: rulez: unknown key 'rulez' (did you mean 'rules'?)"])
+    }
+
+    @Test func quotedCountIsWrongType() {
+        let found = errors(of: """
+            rules:
+              - action: "llm:*"
+                rate_limit: {max_per_minute: "20"}
+            """)
+        #expect(found == ["policy.yaml:3:34: rules[0].rate_limit.max_per_minute: expected a non-negative whole number, got the quoted string \"20\"; remove the quotes"])
+    }
+
+    @Test func negativeAndFractionalCounts() {
+        let found = errors(of: """
+            rules:
+              - action: "llm:*"
+                rate_limit:
+                  max_per_hour: -1
+                  max_per_day: 1.5
+                cost_ceiling:
+                  max_usd_per_task: -2
+            """)
+        #expect(found.count == 3)
+        #expect(found[0] == "policy.yaml:4:21: rules[0].rate_limit.max_per_hour: must not be negative, got -1")
+        #expect(found[1] == "policy.yaml:5:20: rules[0].rate_limit.max_per_day: expected a whole number, got 1.5")
+        #expect(found[2] == "policy.yaml:7:25: rules[0].cost_ceiling.max_usd_per_task: must not be negative, got -2")
+    }
+
+    @Test func duplicateKeyNamesBothLines() {
+        let found = errors(of: """
+            rules:
+              - action: "llm:*"
+                rate_limit:
+                  max_per_minute: 10
+                  max_per_minute: 20
+            """)
+        #expect(found == ["policy.yaml:5:7: rules[0].rate_limit: duplicate key 'max_per_minute' (first at line 4); remove one of them"])
+    }
+
+    @Test func notYetSupportedKeysAreRejected() {
+        let found = errors(of: """
+            time_restrictions:
+              allowed_hours: {start: 9, end: 17}
+            rules:
+              - action: "llm:*"
+                conditions: ["cost_today < 5"]
+                rate_limit: {max_concurrent: 2}
+            on_limit_exceeded:
+              action: queue
+            """)
+        #expect(found.count == 4)
+        #expect(found[0].hasPrefix("policy.yaml:1:1: time_restrictions: is not supported yet by this version of mg-run"))
+        #expect(found[1].hasPrefix("policy.yaml:5:5: rules[0].conditions: is not supported yet"))
+        #expect(found[2].hasPrefix("policy.yaml:6:18: rules[0].rate_limit.max_concurrent: is not supported yet"))
+        #expect(found[3] == "policy.yaml:8:11: on_limit_exceeded.action: 'queue' is not supported yet by this version of mg-run; use deny or graceful_conclude")
+    }
+
+    @Test func reportsEveryErrorNotOnlyFirst() {
+        let found = errors(of: """
+            rules:
+              - effect: allow
+              - action: "llm:*"
+                effect: alow
+            budget: {daily_limit_usd: 5}
+            """)
+        #expect(found.count == 3)
+        #expect(found[0] == "policy.yaml:2:5: rules[0]: missing key 'action'; add a glob such as action: \"llm:*\"")
+        #expect(found[1] == "policy.yaml:4:13: rules[1].effect: invalid value 'alow'; expected one of allow, deny (did you mean 'allow'?)")
+        #expect(found[2].hasPrefix("policy.yaml:5:1: budget: is not supported yet"))
+    }
+
+    @Test func invalidYAMLHasPosition() {
+        let found = errors(of: "rules:\n  - action: [unclosed\n")
+        #expect(found.count == 1)
+        #expect(found[0].hasPrefix("policy.yaml:3:1: invalid YAML"))
+    }
+
+    @Test func shippedProfilesLoad() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let policy = try PolicyLoader.load(file: root.appendingPathComponent("profiles/basic.yaml").path)
+        #expect(policy.rules.count == 1)
+        let prices = try PriceTable.load(file: root.appendingPathComponent("profiles/prices.yaml").path)
+        #expect(prices.asOf == "2026-12-04")
+        #expect(prices.price(for: "gpt-4o") != nil)
+    }
+}
+
+@Suite struct GlobTests {
+    @Test(arguments: [
+        ("llm:*", "llm:gpt-4o", true),
+        ("*", "anything:at:all", true),
+        ("llm:gpt-4*", "llm:gpt-4o-mini", true),
+        ("llm:gpt-4*", "llm:claude", false),
+        ("llm:*:mini", "llm:gpt:4o:mini", true),
+        ("llm:completion", "llm:completion", true),
+        ("llm:completion", "llm:completions", false),
+        ("", "", true),
+        ("a*b*c", "abbbc", true),
+        ("a*b*c", "acb", false),
+    ])
+    func matches(pattern: String, name: String, expected: Bool) {
+        #expect(Rule(action: pattern).matches(name) == expected)
+    }
+}
+
+@Suite struct PriceTableTests {
+    let table = try! PriceTable.parse(text: """
+        as_of: "2026-12-04"
+        models:
+          gpt-4o: {input_per_mtok: 2.50, output_per_mtok: 10.00, cached_input_per_mtok: 1.25, max_output_tokens: 16384}
+          gpt-4o-mini: {input_per_mtok: 0.15, output_per_mtok: 0.60}
+          gpt-4: {input_per_mtok: 30, output_per_mtok: 60}
+        """, file: "prices.yaml")
+
+    @Test func exactAndDatedIds() {
+        #expect(table.price(for: "gpt-4o")?.inputPerToken == 2_500_000)
+        #expect(table.price(for: "gpt-4o-mini-2024-07-18")?.inputPerToken == 150_000)
+        #expect(table.price(for: "gpt-4o-2024-08-06")?.outputPerToken == 10_000_000)
+    }
+
+    @Test func prefixMustEndAtDash() {
+        #expect(table.price(for: "gpt-4.5-preview") == nil)
+        #expect(table.price(for: "gpt-4omni") == nil)
+        #expect(table.price(for: "unknown") == nil)
+    }
+
+    @Test func cachedPriceDefaultsToInput() {
+        #expect(table.price(for: "gpt-4o")?.cachedInputPerToken == 1_250_000)
+        #expect(table.price(for: "gpt-4o-mini")?.cachedInputPerToken == 150_000)
+    }
+
+    @Test func missingInputPriceIsError() {
+        #expect(throws: PolicyErrors.self) {
+            try PriceTable.parse(text: "models:\n  m: {output_per_mtok: 1}\n", file: "p.yaml")
+        }
+    }
+}
+
+@Suite struct USDTests {
+    @Test(arguments: [("0.50", Int64(500_000_000_000)), ("2", 2_000_000_000_000), ("1e-3", 1_000_000_000), ("0.000000000001", 1)])
+    func parses(text: String, picodollars: Int64) {
+        #expect(USD(decimalText: text)?.picodollars == picodollars)
+    }
+
+    @Test(arguments: ["-1", "abc", "", "1,5", "+2"])
+    func rejects(text: String) {
+        #expect(USD(decimalText: text) == nil)
+    }
+
+    @Test func formats() {
+        #expect(USD(picodollars: 500_000_000_000).description == "0.5")
+        #expect(USD(picodollars: 2_000_000_000_000).description == "2")
+        #expect(USD(picodollars: 150_000).description == "0.00000015")
+        #expect(USD(picodollars: 127_950_000).description == "0.00012795")
+    }
+}
