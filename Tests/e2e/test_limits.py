@@ -1,0 +1,130 @@
+"""Windows and ceilings under concurrent calls from the real openai SDK."""
+
+import json
+
+from conftest import run_mg
+
+CONCURRENT_AGENT = """
+import concurrent.futures, json, sys, openai
+CALLS = int(sys.argv[1]) if len(sys.argv) > 1 else {calls}
+
+def one(index):
+    statuses = []
+    client = openai.OpenAI(max_retries={retries}, http_client=openai.DefaultHttpxClient(event_hooks={{"response": [lambda r: statuses.append(r.status_code)]}}))
+    try:
+        reply = client.chat.completions.create(model="gpt-4o", messages=[{{"role": "user", "content": "call %d " % index + "x" * {size}}}])
+        return {{"ok": True, "statuses": statuses}}
+    except openai.RateLimitError as error:
+        return {{"ok": False, "error": "RateLimitError", "code": error.code, "statuses": statuses,
+                 "should_retry": error.response.headers.get("x-should-retry")}}
+    except openai.APIError as error:
+        return {{"ok": False, "error": type(error).__name__, "statuses": statuses}}
+
+with concurrent.futures.ThreadPoolExecutor(CALLS) as pool:
+    print(json.dumps(list(pool.map(one, range(CALLS)))))
+"""
+
+
+def test_minute_window_admits_exactly_limit(tmp_path, simulator):
+    policy = """
+rules:
+  - action: "llm:*"
+    rate_limit: {max_per_minute: 10}
+"""
+    agent = CONCURRENT_AGENT.format(calls=30, retries=0, size=10)
+    result = run_mg(tmp_path, policy, agent, "--upstream", f"openai={simulator.url}/v1")
+    assert result.returncode == 0, result.stderr
+    outcomes = json.loads(result.stdout)
+    assert sum(1 for outcome in outcomes if outcome["ok"]) == 10
+    refused = [outcome for outcome in outcomes if not outcome["ok"]]
+    assert len(refused) == 20
+    assert all(outcome["error"] == "RateLimitError" for outcome in refused)
+    assert all(outcome["code"] == "rate_limit_exceeded" for outcome in refused)
+    assert simulator.stats().get("/v1/chat/completions") == 10
+    assert result.summary["denied"] == 20
+
+
+def test_task_ceiling_never_overshoots(tmp_path, simulator):
+    # A gpt-4o call here settles at about 0.003 USD but reserves more, so 0.02 fits only a few.
+    ceiling = 0.02
+    policy = f"""
+rules:
+  - action: "llm:*"
+    cost_ceiling: {{max_usd_per_task: {ceiling}}}
+"""
+    agent = CONCURRENT_AGENT.format(calls=40, retries=2, size=400)
+    result = run_mg(tmp_path, policy, agent, "--upstream", f"openai={simulator.url}/v1", "--kill-grace", "5")
+    outcomes = json.loads(result.stdout) if result.stdout.strip() else None
+    assert result.summary["outcome"] == "stopped"
+    assert result.summary["stop_reason"] == "cost_ceiling:max_usd_per_task"
+    assert result.returncode == 125
+    settled = [line for line in result.audit if line["decision"] == "allow"]
+    assert 0 < len(settled) < 40
+    assert sum(line["cost_usd"] for line in settled) <= ceiling
+    assert result.summary["cost_usd"] <= ceiling
+    # Every admitted call reached the upstream exactly once.
+    assert simulator.stats().get("/v1/chat/completions") == len(settled)
+    quota_refusals = [line for line in result.audit if line["decision"] == "deny" and "is spent" in line["reason"]]
+    assert quota_refusals
+    if outcomes is not None:
+        # The agent may be killed before it prints; when it does, no call retried a final refusal.
+        for outcome in outcomes:
+            if not outcome["ok"] and outcome.get("code") == "insufficient_quota":
+                assert outcome["should_retry"] == "false"
+                assert outcome["statuses"][-1] == 429
+                assert outcome["statuses"].count(429) == len(outcome["statuses"])
+
+
+CONCLUDE_AGENT = """
+import openai
+client = openai.OpenAI(max_retries=0)
+texts = []
+for index in range(3):
+    reply = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "step %d" % index}])
+    texts.append(reply.choices[0].message.content)
+stream = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "streamed"}], stream=True)
+texts.append("".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices))
+print(texts[2] == "Please conclude now." and texts[3] == "Please conclude now.")
+"""
+
+
+def test_graceful_conclude_answers_with_message(tmp_path):
+    policy = """
+rules:
+  - action: "llm:*"
+    rate_limit: {max_per_minute: 2}
+on_limit_exceeded:
+  action: graceful_conclude
+  message_to_agent: "Please conclude now."
+"""
+    result = run_mg(tmp_path, policy, CONCLUDE_AGENT, "--upstream", "simulate")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"
+    decisions = [line["decision"] for line in result.audit]
+    assert decisions == ["allow", "allow", "conclude", "conclude"]
+    assert all(line["cost_usd"] == 0 for line in result.audit if line["decision"] == "conclude")
+    assert result.summary["concluded"] == 2
+
+
+UNPRICED_AGENT = """
+import openai
+client = openai.OpenAI(max_retries=2)
+try:
+    client.chat.completions.create(model="gpt-9-turbo", messages=[{"role": "user", "content": "hi"}])
+except openai.PermissionDeniedError as error:
+    print(error.status_code, error.body["message"])
+"""
+
+
+def test_unpriced_model_refused(tmp_path):
+    result = run_mg(tmp_path, ALLOW_ALL_TEXT, UNPRICED_AGENT, "--upstream", "simulate")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("403 model 'gpt-9-turbo' has no price")
+    assert "prices.yaml" in result.stdout
+    assert len(result.audit) == 1
+
+
+ALLOW_ALL_TEXT = """
+rules:
+  - action: "llm:*"
+"""

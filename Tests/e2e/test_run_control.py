@@ -1,0 +1,183 @@
+"""Stopping the run, the run token, policy errors and client disconnects, end to end."""
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from conftest import MG_RUN, ROOT, run_mg
+
+
+def marker_processes(marker):
+    """Host PIDs whose command line contains the marker."""
+    found = []
+    for entry in pathlib.Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker.encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_runaway_stopped_with_its_setsid_crawler(tmp_path):
+    marker = f"runaway-crawler-{os.getpid()}-{time.monotonic_ns()}"
+    command = [MG_RUN, "--policy", str(ROOT / "profiles/basic.yaml"), "--upstream", "simulate", "--simulate-latency-ms", "20",
+               "--summary", str(tmp_path / "summary.json"), "--", sys.executable, str(ROOT / "examples/runaway_research.py")]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "RUNAWAY_MARKER": marker})
+    first_line = process.stdout.readline()
+    assert first_line.startswith("runaway: started crawler"), first_line
+    crawler_seen = marker_processes(marker) != []
+    stop_seen = None
+    for line in process.stderr:
+        if "stop decided" in line:
+            stop_seen = time.monotonic()
+            break
+    assert stop_seen is not None, "mg-run never decided to stop the runaway"
+    assert crawler_seen, "the runaway's crawler never started"
+    while marker_processes(marker) and time.monotonic() - stop_seen < 1.0:
+        time.sleep(0.01)
+    assert marker_processes(marker) == [], "the setsid crawler outlived the stop by more than 1 s"
+    process.communicate(timeout=30)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["outcome"] == "stopped"
+    assert summary["stop_reason"] == "cost_ceiling:max_usd_per_task"
+    assert process.returncode == 125
+    assert summary["cost_usd"] <= 1.00
+
+
+def test_max_duration_stops_the_run(tmp_path):
+    started = time.monotonic()
+    result = run_mg(tmp_path, "rules: [{action: 'llm:*'}]\n", "import time\ntime.sleep(60)\n", "--upstream", "simulate", "--max-duration", "1s")
+    assert time.monotonic() - started < 10
+    assert result.returncode == 124
+    assert result.summary["outcome"] == "stopped"
+    assert result.summary["stop_reason"] == "max_duration"
+
+
+def test_sigterm_ignoring_agent_killed_after_grace(tmp_path):
+    agent = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)\n"
+    started = time.monotonic()
+    result = run_mg(tmp_path, "rules: [{action: 'llm:*'}]\n", agent, "--upstream", "simulate", "--max-duration", "1s", "--kill-grace", "1")
+    elapsed = time.monotonic() - started
+    assert 2.0 <= elapsed < 8, elapsed
+    assert result.returncode == 124
+
+
+def test_child_exit_status_passed_through(tmp_path):
+    result = run_mg(tmp_path, "rules: [{action: 'llm:*'}]\n", "import sys\nsys.exit(7)\n", "--upstream", "simulate")
+    assert result.returncode == 7
+    assert result.summary["outcome"] == "failed"
+    assert result.summary["exit_status"] == 7
+
+
+TOKEN_AGENT = """
+import json, os, urllib.request, urllib.error
+url = os.environ["MG_RUN_URL"]
+body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}).encode()
+results = {}
+for name, headers in {"none": {}, "wrong": {"Authorization": "Bearer sk-real-looking"},
+                      "anthropic_wrong": {"x-api-key": "nope", "anthropic-version": "2023-06-01"},
+                      "good": {"Authorization": "Bearer " + os.environ["MG_RUN_TOKEN"]}}.items():
+    path = "/v1/messages" if name.startswith("anthropic") else "/v1/chat/completions"
+    request = urllib.request.Request(url + path, data=body, headers={"Content-Type": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(request) as response:
+            results[name] = [response.status, None]
+    except urllib.error.HTTPError as error:
+        results[name] = [error.code, json.loads(error.read())]
+request = urllib.request.Request(url + "/v1/files", headers={"Authorization": "Bearer " + os.environ["MG_RUN_TOKEN"]})
+try:
+    urllib.request.urlopen(request)
+except urllib.error.HTTPError as error:
+    results["unknown_path"] = [error.code, json.loads(error.read())]
+results["keys"] = [os.environ["OPENAI_API_KEY"] == os.environ["MG_RUN_TOKEN"], os.environ["ANTHROPIC_API_KEY"] == os.environ["MG_RUN_TOKEN"]]
+print(json.dumps(results))
+"""
+
+
+def test_requests_without_run_token_get_401(tmp_path):
+    result = run_mg(tmp_path, "rules: [{action: 'llm:*'}]\n", TOKEN_AGENT, "--upstream", "simulate",
+                    env={"OPENAI_API_KEY": "sk-real-secret-key", "ANTHROPIC_API_KEY": "sk-ant-real-secret"})
+    assert result.returncode == 0, result.stderr
+    results = json.loads(result.stdout)
+    assert results["none"][0] == 401
+    assert results["none"][1]["error"]["code"] == "invalid_api_key"
+    assert results["wrong"][0] == 401
+    assert results["anthropic_wrong"][0] == 401
+    assert results["anthropic_wrong"][1]["type"] == "error"
+    assert results["anthropic_wrong"][1]["error"]["type"] == "authentication_error"
+    assert results["good"][0] == 200
+    assert results["unknown_path"][0] == 404
+    assert results["unknown_path"][1]["error"]["code"] == "unknown_url"
+    assert results["keys"] == [True, True]
+    assert "sk-real-secret-key" not in result.stdout
+    denied = [line for line in result.audit if line["decision"] == "deny"]
+    assert [line["status"] for line in denied] == [401, 401, 401, 404]
+
+
+def test_policy_errors_name_position_and_path(tmp_path):
+    policy = tmp_path / "bad.yaml"
+    policy.write_text("rules:\n  - action: 'llm:*'\n    rate_limit:\n      max_per_minit: 5\n      max_per_hour: '10'\n"
+                      "      max_per_hour: 3\n    conditions: ['x']\n")
+    result = subprocess.run([MG_RUN, "--policy", str(policy), "--upstream", "simulate", "--", "true"], capture_output=True, text=True)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == f"mg-run: error: {policy}:4:7: rules[0].rate_limit: unknown key 'max_per_minit' (did you mean 'max_per_minute'?)"
+    assert lines[1] == f"{policy}:5:21: rules[0].rate_limit.max_per_hour: expected a non-negative whole number, got the quoted string \"10\"; remove the quotes"
+    assert lines[2] == f"{policy}:6:7: rules[0].rate_limit: duplicate key 'max_per_hour' (first at line 5); remove one of them"
+    assert lines[3].startswith(f"{policy}:7:5: rules[0].conditions: is not supported yet")
+
+
+def test_missing_key_suggests_simulate(tmp_path):
+    policy = tmp_path / "p.yaml"
+    policy.write_text("rules: [{action: 'llm:*'}]\n")
+    env = {key: value for key, value in os.environ.items() if key not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")}
+    result = subprocess.run([MG_RUN, "--policy", str(policy), "--", "true"], capture_output=True, text=True, env=env)
+    assert result.returncode == 2
+    assert "OPENAI_API_KEY" in result.stderr
+    assert "--upstream simulate" in result.stderr
+
+
+DISCONNECT_AGENT = """
+import json, os, socket, urllib.parse, urllib.request
+url = os.environ["MG_RUN_URL"]
+token = os.environ["MG_RUN_TOKEN"]
+request = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "tell me a long story"}]}
+full = urllib.request.Request(url + "/v1/chat/completions", data=json.dumps(request).encode(),
+                              headers={"Content-Type": "application/json", "Authorization": "Bearer " + token})
+with urllib.request.urlopen(full) as response:
+    usage = json.load(response)["usage"]
+# The same request, streamed, and cut after the first few events.
+host, port = urllib.parse.urlsplit(url).netloc.split(":")
+body = json.dumps({**request, "stream": True}).encode()
+connection = socket.create_connection((host, int(port)))
+connection.sendall(b"POST /v1/chat/completions HTTP/1.1\\r\\nHost: x\\r\\nContent-Type: application/json\\r\\n"
+                   b"Authorization: Bearer " + token.encode() + b"\\r\\nContent-Length: " + str(len(body)).encode() + b"\\r\\n\\r\\n" + body)
+received = b""
+while received.count(b"data:") < 3:
+    received += connection.recv(4096)
+connection.close()
+print(json.dumps(usage))
+"""
+
+
+def test_client_disconnect_still_charged(tmp_path):
+    result = run_mg(tmp_path, "rules: [{action: 'llm:*'}]\n", DISCONNECT_AGENT, "--upstream", "simulate", "--simulate-event-delay-ms", "20")
+    assert result.returncode == 0, result.stderr
+    usage = json.loads(result.stdout)
+    assert len(result.audit) == 2, result.audit
+    cut = result.audit[1]
+    assert cut["reason"] == "client disconnected before the end of the stream"
+    assert cut["input_tokens"] == usage["prompt_tokens"]
+    assert cut["output_tokens"] == usage["completion_tokens"]
+    assert cut["cost_usd"] == result.audit[0]["cost_usd"]
+    assert result.summary["calls"] == 2

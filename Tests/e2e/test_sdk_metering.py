@@ -1,0 +1,82 @@
+"""The official SDKs through mg-run and the simulator: what the SDK received is what was audited and charged."""
+
+import json
+
+from conftest import ALLOW_ALL, expected_cost, run_mg
+
+OPENAI_AGENT = """
+import json, openai
+client = openai.OpenAI()
+seen = []
+reply = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "plain call"}])
+seen.append([reply.usage.prompt_tokens, reply.usage.completion_tokens])
+stream = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "streamed call with usage"}],
+                                        stream=True, stream_options={"include_usage": True})
+usage = [chunk.usage for chunk in stream][-1]
+seen.append([usage.prompt_tokens, usage.completion_tokens])
+chunks = list(client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "streamed, no usage asked"}], stream=True))
+assert all(chunk.usage is None for chunk in chunks), "mg-run leaked the usage chunk it asked for"
+assert chunks[-1].choices[0].finish_reason is not None
+print(json.dumps(seen))
+"""
+
+
+def test_openai_usage_matches_audit(tmp_path):
+    result = run_mg(tmp_path, ALLOW_ALL, OPENAI_AGENT, "--upstream", "simulate")
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    calls = [line for line in result.audit if line["decision"] == "allow"]
+    assert len(calls) == 3
+    for line, (prompt, completion), model in zip(calls, seen, ["gpt-4o-mini", "gpt-4o"]):
+        assert line["model"] == model
+        assert line["input_tokens"] == prompt
+        assert line["output_tokens"] == completion
+        assert abs(line["cost_usd"] - expected_cost(model, prompt, completion)) < 1e-8
+    # The third call streamed without include_usage: mg-run still metered it.
+    assert calls[2]["output_tokens"] > 0
+    assert "estimated" not in calls[2]
+    assert result.summary["calls"] == 3
+    assert abs(result.summary["cost_usd"] - sum(line["cost_usd"] for line in calls)) < 1e-8
+
+
+ANTHROPIC_AGENT = """
+import json, anthropic
+client = anthropic.Anthropic()
+seen = []
+message = client.messages.create(model="claude-haiku-4-5", max_tokens=300, messages=[{"role": "user", "content": "plain"}])
+seen.append([message.usage.input_tokens, message.usage.output_tokens])
+with client.messages.stream(model="claude-sonnet-4-5", max_tokens=400, messages=[{"role": "user", "content": "a streamed message"}]) as stream:
+    final = stream.get_final_message()
+seen.append([final.usage.input_tokens, final.usage.output_tokens])
+print(json.dumps(seen))
+"""
+
+
+def test_anthropic_usage_matches_audit(tmp_path):
+    result = run_mg(tmp_path, ALLOW_ALL, ANTHROPIC_AGENT, "--upstream", "simulate")
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    calls = [line for line in result.audit if line["decision"] == "allow"]
+    assert len(calls) == 2
+    for line, (prompt, completion), model in zip(calls, seen, ["claude-haiku-4-5", "claude-sonnet-4-5"]):
+        assert line["model"] == model
+        assert line["input_tokens"] == prompt
+        assert line["output_tokens"] == completion
+        assert abs(line["cost_usd"] - expected_cost(model, prompt, completion)) < 1e-8
+
+
+EMBEDDING_AGENT = """
+import openai
+client = openai.OpenAI()
+result = client.embeddings.create(model="text-embedding-3-small", input=["first text", "second"])
+print(result.usage.prompt_tokens, len(result.data), len(result.data[0].embedding))
+"""
+
+
+def test_embeddings_metered(tmp_path):
+    result = run_mg(tmp_path, ALLOW_ALL, EMBEDDING_AGENT, "--upstream", "simulate")
+    assert result.returncode == 0, result.stderr
+    tokens, count, dimensions = map(int, result.stdout.split())
+    assert (count, dimensions) == (2, 1536)
+    assert result.audit[0]["input_tokens"] == tokens
+    assert result.audit[0]["output_tokens"] == 0
