@@ -163,7 +163,7 @@ public final class MeteringProxy: HTTPHandler {
             timeoutSeconds: configuration.upstreamTimeoutSeconds)
         transfer.waitForStatus()
 
-        if transfer.status == 0 || transfer.failure != nil && transfer.status < 200 {
+        if transfer.status == 0 || (transfer.failure != nil && transfer.status < 200) {
             transfer.close()
             governor.release(admission.id)
             let reason = "upstream \(upstream.baseURL) failed: \(transfer.failure ?? "no response")"
@@ -177,6 +177,7 @@ public final class MeteringProxy: HTTPHandler {
             let errorBody = transfer.readAll()
             transfer.close()
             governor.release(admission.id)
+            logger.warning("upstream refused the call", [("action", call.actions[0]), ("status", String(transfer.status))])
             record(AuditRecord(action: call.actions[0], model: call.model, decision: "allow", reason: "upstream answered \(transfer.status)"),
                    status: transfer.status, started: started)
             return HTTPResponse(status: transfer.status, headers: headers, body: .bytes(errorBody))

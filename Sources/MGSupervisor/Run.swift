@@ -114,7 +114,6 @@ public final class Run: Sendable {
 
         let childStatus = waitForTree(tree)
         withExtendedLifetime(signalSources) {}
-        self.tree.withLock { $0 = 0 }
 
         // Streams the agent left behind settle as their upstreams finish; give them a moment.
         let drainDeadline = Date().addingTimeInterval(10)
@@ -148,13 +147,15 @@ public final class Run: Sendable {
             return true
         }
         guard first else { return }
-        let pid = tree.withLock { $0 }
-        guard pid > 0 else { return }
         logger.info("stop decided", [("reason", reason), ("grace_s", String(options.killGraceSeconds))])
-        kill(pid, SIGTERM)  // the init forwards it to every process in the namespace
+        // Signals are sent under the lock, and the init is reaped only after the lock
+        // has cleared its pid, so a signal never reaches a recycled pid.
+        tree.withLock { pid in
+            if pid > 0 { kill(pid, SIGTERM) }  // the init forwards it to every process in the namespace
+        }
         DispatchQueue.global().asyncAfter(deadline: .now() + options.killGraceSeconds) { [self] in
-            let pid = self.tree.withLock { $0 }
-            if pid > 0 {
+            self.tree.withLock { pid in
+                guard pid > 0 else { return }
                 self.logger.info("grace period over; killing the process tree", [("pid", String(pid))])
                 kill(pid, SIGKILL)  // kills the whole PID namespace
             }
@@ -166,6 +167,7 @@ public final class Run: Sendable {
         var status: Int32 = 0
         let got = withUnsafeMutableBytes(of: &status) { Spawner.readFully(tree.statusFD, $0) }
         close(tree.statusFD)
+        self.tree.withLock { $0 = 0 }
         var initStatus: Int32 = 0
         while waitpid(tree.initPID, &initStatus, 0) < 0 && errno == EINTR {}
         return got == 4 ? status : nil
