@@ -1,6 +1,6 @@
 import MGPolicy
 
-/// What the governor needs to know about one call before it is forwarded.
+/// The facts about one call that the governor decides on before it is forwarded.
 public struct CallDescriptor: Sendable {
     /// Every name the call is governed under, such as `llm:gpt-4o` and `llm:completion`.
     public var actions: [String]

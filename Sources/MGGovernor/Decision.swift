@@ -57,7 +57,7 @@ public enum Decision: Sendable {
 public struct Totals: Sendable, Equatable {
     public var calls = 0
     public var denied = 0
-    /// Refused calls answered with a graceful conclusion; a subset of `denied`.
+    /// Refused calls that got a graceful conclusion. They are also counted in `denied`.
     public var concluded = 0
     public var inputTokens = 0
     public var outputTokens = 0

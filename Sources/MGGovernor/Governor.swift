@@ -6,12 +6,12 @@ import Synchronization
 /// injected source and nothing here touches a socket or a file.
 ///
 /// The guarantee: `admit` reserves an upper bound of the call's cost and
-/// counts the call in every window before it returns, under one lock, so no
+/// counts the call in every window under one lock before it returns. So no
 /// interleaving of concurrent calls can admit more than a limit or reserve past
 /// a ceiling. `settle` replaces the reservation by the reported cost and
 /// `release` gives it back for a call that the provider did not bill.
 public final class Governor: Sendable {
-    /// The fewest output tokens worth forwarding a call for when the client set no smaller cap.
+    /// The minimum output cap worth forwarding a call with, unless the client set a smaller one.
     public static let minimumOutputTokens = 16
 
     private let layers: [Policy]
@@ -105,7 +105,7 @@ public final class Governor: Sendable {
         }
     }
 
-    /// Counts a refused call that was answered with a graceful conclusion instead of an error.
+    /// Counts a refused call that got a graceful conclusion instead of an error.
     public func recordConclusion() {
         state.withLock { $0.totals.concluded += 1 }
     }

@@ -76,7 +76,7 @@ struct SchemaReader {
         return text
     }
 
-    /// A non-negative whole number written as a plain YAML integer.
+    /// Reads a non-negative whole number written as a plain YAML integer.
     mutating func count(_ node: YAMLNode, path: String) -> Int? {
         guard case .scalar(let text, let plain) = node.value else {
             fail(node, path, "expected a non-negative whole number, got \(node.kindName)")
@@ -100,7 +100,7 @@ struct SchemaReader {
         return nil
     }
 
-    /// A non-negative amount of dollars written as a plain YAML number.
+    /// Reads a non-negative amount of dollars written as a plain YAML number.
     mutating func dollars(_ node: YAMLNode, path: String) -> USD? {
         guard case .scalar(let text, let plain) = node.value, plain else {
             fail(node, path, "expected an amount in US dollars such as 0.50, got \(node.kindName)")
@@ -129,7 +129,7 @@ struct SchemaReader {
         return nil
     }
 
-    /// One of a fixed set of words, with a suggestion for a misspelling.
+    /// Reads one of a fixed set of words, with a suggestion for a misspelling.
     mutating func choice(_ node: YAMLNode, path: String, among choices: [String]) -> String? {
         guard let text = string(node, path: path) else { return nil }
         if choices.contains(text) { return text }
@@ -142,7 +142,7 @@ struct SchemaReader {
     }
 }
 
-/// The candidate within a small edit distance of `word`, if any.
+/// Returns the candidate within a small edit distance of `word`, if any.
 func closestMatch(to word: String, among candidates: [String]) -> String? {
     let limit = max(2, word.count / 3)
     var best: (candidate: String, distance: Int)?

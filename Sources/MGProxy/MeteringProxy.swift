@@ -4,7 +4,7 @@ import MGLog
 import MGPolicy
 import Synchronization
 
-/// Where calls for one provider are forwarded.
+/// The upstream server that receives one provider's calls.
 public struct Upstream: Sendable {
     /// The base URL as that provider's SDK takes it: with `/v1` for OpenAI, without for Anthropic.
     public var baseURL: String
@@ -37,9 +37,10 @@ public struct ProxyConfiguration: Sendable {
     }
 }
 
-/// The agent's only door to the providers: it checks the run token, asks the
-/// governor before forwarding, caps the output to what was reserved, forwards
-/// streams event by event, settles on the reported usage and audits every call.
+/// The agent's only way to the providers. It checks the run token, gets the
+/// governor's decision before forwarding, caps the output to what was reserved,
+/// forwards streams event by event, settles on the reported usage and audits
+/// every call.
 public final class MeteringProxy: HTTPHandler {
     /// Conclusion replies given after a task ceiling is spent before the run is stopped anyway,
     /// so an agent that ignores the message cannot loop on free replies forever.
@@ -196,7 +197,7 @@ public final class MeteringProxy: HTTPHandler {
         return HTTPResponse(status: transfer.status, headers: headers, body: .bytes(responseBody))
     }
 
-    /// The bound that was reserved, charged in full, when the provider reported no usage.
+    /// Returns the reserved bound as usage, charged in full when the provider reported none.
     func estimate(_ call: ParsedCall, admission: Admission) -> Usage {
         Usage(uncachedInputTokens: call.inputTokensBound, outputTokens: (admission.outputTokens ?? 0) * call.choices, estimated: true)
     }
@@ -289,8 +290,8 @@ final class MeteredStream: ResponseStream, @unchecked Sendable {
     func finish(clientGone: Bool) {
         var reason = "ok"
         if clientGone && !ended {
-            // The provider bills what it generates even when nobody reads it, so
-            // read the stream to its end to learn the real usage.
+            // The provider bills what it generates even when the client is gone,
+            // so read the stream to its end to learn the real usage.
             while let chunk = transfer.nextChunk() { _ = tracker.feed(chunk) }
             reason = "client disconnected before the end of the stream"
             proxy.logger.info("client disconnected mid-stream; drained the upstream to settle", [("action", call.actions[0])])

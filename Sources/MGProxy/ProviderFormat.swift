@@ -95,7 +95,7 @@ struct ParsedCall {
             }
         }
         // Every token is at least one byte of UTF-8, so the body's bytes bound the
-        // text it carries; chat framing adds a few tokens per message.
+        // text it carries. Chat framing adds a few tokens per message.
         self.inputTokensBound = body.count + 8 * messageCount + 32 + ParsedCall.tokensPerMediaPart * mediaParts
         self.inputTokensEstimate = body.count / 4 + 4 * messageCount + 3 + ParsedCall.tokensPerMediaPart * mediaParts
     }
@@ -105,8 +105,8 @@ struct ParsedCall {
     /// Whether the upstream must be asked for a usage chunk the client did not ask for.
     var injectsUsage: Bool { endpoint == .chatCompletions && stream && !clientWantsUsage }
 
-    /// The body to send upstream: the client's, with the output cap set to what
-    /// the governor reserved and, for OpenAI streams, the usage chunk requested.
+    /// Returns the body to send upstream: the client's, with the output cap set to
+    /// what the governor reserved and, for OpenAI streams, the usage chunk requested.
     func upstreamBody(original: [UInt8], admission: Admission) -> [UInt8] {
         var json = self.json
         var changed = false

@@ -2,7 +2,7 @@ import Foundation
 import MGGovernor
 
 /// Splits a server-sent-event stream into events as bytes arrive, reads usage
-/// out of the events that carry it, and says which events go on to the client.
+/// out of the events that carry it, and picks the events that go on to the client.
 /// Events are forwarded byte for byte; only OpenAI's usage-only chunk is
 /// dropped when mg-run, not the client, asked for it.
 struct StreamTracker {
@@ -94,7 +94,7 @@ struct StreamTracker {
         }
     }
 
-    /// The bytes of generated text in a chunk, approximated by the chunk's length, for estimates only.
+    /// Approximates the generated text in a chunk by a quarter of its length, for estimates only.
     private func countContentBytes(_ data: String) -> Int {
         data.contains("\"content\"") || data.contains("\"text\"") || data.contains("\"partial_json\"") ? data.utf8.count / 4 : 0
     }

@@ -54,7 +54,7 @@ enum Spawner {
         if error != 0 {
             throw SpawnError(description: "cannot start the process tree: clone with a new PID namespace failed: \(String(cString: strerror(error))); mg-run needs root or unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1)", exitStatus: 70)
         }
-        // EOF means exec succeeded; 8 bytes say which stage failed and why.
+        // EOF means exec succeeded. Otherwise 8 bytes carry the failed stage and its errno.
         var report: (Int32, Int32) = (0, 0)
         let got = withUnsafeMutableBytes(of: &report) { buffer in readFully(result.error_fd, buffer) }
         close(result.error_fd)

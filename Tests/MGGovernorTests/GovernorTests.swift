@@ -165,8 +165,8 @@ extension Decision {
 }
 
 @Suite struct GovernorConcurrencyTests {
-    /// Many threads admit calls of random sizes and settle them at random
-    /// fractions of their reservation; no seed may settle past the ceiling or
+    /// Many tasks admit calls of random sizes and settle them at random
+    /// fractions of their reservation. No seed may settle past the ceiling or
     /// admit more than the window allows.
     @Test(arguments: 0..<20)
     func concurrentCallsNeverOvershoot(seed: Int) async {
