@@ -29,9 +29,10 @@ public struct ModelPrice: Sendable, Equatable {
     }
 }
 
-/// Prices by model id. A lookup tries the exact id, then the longest listed id
-/// that is a prefix ending at a '-' (so "gpt-4o-mini-2024-07-18" is priced as
-/// "gpt-4o-mini", while "gpt-4.5" is not priced as "gpt-4").
+/// Prices by model id. A lookup tries the exact id, then a listed id followed by
+/// a dated snapshot suffix: "-2024-07-18", "-20250929" or "-0613". So
+/// "gpt-4o-mini-2024-07-18" is priced as "gpt-4o-mini", while "o3-pro" and
+/// "gpt-4.5" are not priced as "o3" and "gpt-4".
 public struct PriceTable: Sendable {
     public var models: [String: ModelPrice]
     /// The day the prices were read, as written in the file.
@@ -46,11 +47,21 @@ public struct PriceTable: Sendable {
 
     public func price(for model: String) -> ModelPrice? {
         if let exact = models[model] { return exact }
-        var best: (id: String, price: ModelPrice)?
         for (id, price) in models where model.hasPrefix(id + "-") {
-            if id.count > (best?.id.count ?? 0) { best = (id, price) }
+            if PriceTable.isSnapshotSuffix(model.dropFirst(id.count + 1)) { return price }
         }
-        return best?.price
+        return nil
+    }
+
+    /// Matches "2024-07-18", "20250929" and "0613".
+    static func isSnapshotSuffix(_ suffix: Substring) -> Bool {
+        let digits = suffix.filter(\.isNumber)
+        guard suffix.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == "-") }) else { return false }
+        switch suffix.count {
+        case 4, 8: return digits.count == suffix.count
+        case 10: return digits.count == 8 && suffix.split(separator: "-").map(\.count) == [4, 2, 2]
+        default: return false
+        }
     }
 
     public static func load(file: String) throws(PolicyErrors) -> PriceTable {

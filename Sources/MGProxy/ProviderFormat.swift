@@ -61,7 +61,11 @@ struct ParsedCall {
         self.stream = endpoint != .embeddings && (json["stream"] as? Bool ?? false)
         let streamOptions = json["stream_options"] as? [String: Any]
         self.clientWantsUsage = streamOptions?["include_usage"] as? Bool ?? false
-        self.choices = max(1, (json["n"] as? Int) ?? 1)
+        let choices = json["n"] == nil || json["n"] is NSNull ? 1 : json["n"] as? Int ?? -1
+        guard (1...128).contains(choices) else {
+            throw ClientError(status: 400, message: "\"n\" must be an integer from 1 to 128")
+        }
+        self.choices = choices
 
         var messageCount = 0
         var mediaParts = 0
@@ -72,12 +76,7 @@ struct ParsedCall {
             }
             messageCount = messages.count
             for case let message as [String: Any] in messages {
-                guard let parts = message["content"] as? [Any] else { continue }
-                for case let part as [String: Any] in parts {
-                    if let type = part["type"] as? String, type != "text", type != "input_text", type != "tool_result", type != "tool_use" {
-                        mediaParts += 1
-                    }
-                }
+                mediaParts += ParsedCall.countMediaParts(message["content"])
             }
             for field in (provider == .openai ? ["max_completion_tokens", "max_tokens"] : ["max_tokens"]) {
                 if let value = json[field] {
@@ -101,6 +100,19 @@ struct ParsedCall {
     }
 
     var actions: [String] { ["llm:\(model)", endpoint.kindAction] }
+
+    /// Counts non-text parts at any depth, such as images inside an Anthropic tool_result.
+    static func countMediaParts(_ content: Any?) -> Int {
+        let textTypes: Set = ["text", "input_text", "output_text", "tool_result", "tool_use", "thinking"]
+        var count = 0
+        if let part = content as? [String: Any] {
+            if let type = part["type"] as? String, !textTypes.contains(type) { count += 1 }
+            for value in part.values { count += countMediaParts(value) }
+        } else if let parts = content as? [Any] {
+            for part in parts { count += countMediaParts(part) }
+        }
+        return count
+    }
 
     /// Whether the upstream must be asked for a usage chunk the client did not ask for.
     var injectsUsage: Bool { endpoint == .chatCompletions && stream && !clientWantsUsage }
@@ -145,8 +157,10 @@ enum UsageParser {
 
     /// OpenAI counts cached tokens inside `prompt_tokens`.
     static func openAI(_ usage: [String: Any]) -> Usage? {
-        guard let prompt = usage["prompt_tokens"] as? Int else { return nil }
-        let completion = usage["completion_tokens"] as? Int ?? 0
+        guard let reportedPrompt = usage["prompt_tokens"] as? Int else { return nil }
+        // A faulty upstream's negative counts must not credit the budget.
+        let prompt = max(0, reportedPrompt)
+        let completion = max(0, usage["completion_tokens"] as? Int ?? 0)
         let cached = (usage["prompt_tokens_details"] as? [String: Any])?["cached_tokens"] as? Int ?? 0
         let cachedPart = min(max(0, cached), prompt)
         return Usage(uncachedInputTokens: prompt - cachedPart, cacheReadTokens: cachedPart, outputTokens: completion)
@@ -155,11 +169,12 @@ enum UsageParser {
     /// Anthropic reports cache reads and writes beside `input_tokens`, not inside it.
     static func anthropic(_ usage: [String: Any]) -> Usage? {
         guard usage["input_tokens"] != nil || usage["output_tokens"] != nil else { return nil }
+        func count(_ key: String) -> Int { max(0, usage[key] as? Int ?? 0) }
         return Usage(
-            uncachedInputTokens: usage["input_tokens"] as? Int ?? 0,
-            cacheReadTokens: usage["cache_read_input_tokens"] as? Int ?? 0,
-            cacheWriteTokens: usage["cache_creation_input_tokens"] as? Int ?? 0,
-            outputTokens: usage["output_tokens"] as? Int ?? 0)
+            uncachedInputTokens: count("input_tokens"),
+            cacheReadTokens: count("cache_read_input_tokens"),
+            cacheWriteTokens: count("cache_creation_input_tokens"),
+            outputTokens: count("output_tokens"))
     }
 }
 

@@ -48,6 +48,7 @@ public enum CommandLineInterface {
     /// Parses the arguments, runs the subcommand and returns the process exit status.
     public static func main(_ arguments: [String]) -> Int32 {
         signal(SIGPIPE, SIG_IGN)
+        ProviderKeys.captureAndScrub()
         let logger = Logger()
         var rest = Array(arguments.dropFirst())
         if rest.first == "--help" || rest.first == "-h" || rest.first == "help" {
@@ -151,7 +152,12 @@ public enum CommandLineInterface {
                 return ExitStatus.usage
             }
             switch name {
-            case "--port": port = parsed
+            case "--port":
+                guard parsed <= 65_535 else {
+                    FileHandle.standardError.write(Data("mg-run: error: invalid --port \(parsed); use 0 for any free port or 1 to 65535\n".utf8))
+                    return ExitStatus.usage
+                }
+                port = parsed
             case "--simulate-latency-ms": latency = parsed
             case "--simulate-event-delay-ms": eventDelay = parsed
             default:

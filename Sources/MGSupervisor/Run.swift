@@ -122,7 +122,12 @@ public final class Run: Sendable {
         let reason = stopReason.withLock { $0 }
         let exitStatus = Run.exitStatus(childStatus: childStatus, stopReason: reason)
         let outcome = reason != nil ? "stopped" : (childStatus.map { $0 == 0 } ?? false) ? "completed" : "failed"
-        let totals = governor.totals
+        var totals = governor.totals
+        if totals.inFlight > 0 {
+            // Streams still draining after the deadline are charged their full reservation.
+            logger.warning("calls still in flight at exit; charging their reservations", [("calls", String(totals.inFlight))])
+            totals.cost += totals.reserved
+        }
         let summary = Summary(runID: runID, taskID: taskID, outcome: outcome, stopReason: reason, exitStatus: exitStatus, totals: totals,
                               durationSeconds: Date().timeIntervalSince(started))
         if let path = options.summaryPath {
@@ -133,8 +138,12 @@ public final class Run: Sendable {
             }
         }
         FileHandle.standardError.write(Data(summary.humanReadable().utf8))
-        server.stop()
-        simulator?.stop()
+        // Stopping the server waits for every connection thread; with calls still
+        // in flight that could take minutes, and exiting ends them anyway.
+        if totals.inFlight == 0 {
+            server.stop()
+            simulator?.stop()
+        }
         return exitStatus
     }
 
@@ -212,6 +221,10 @@ public final class Run: Sendable {
         if !errors.isEmpty {
             throw RunError(PolicyErrors(errors).description)
         }
+        // A layer without rules abstains, so with no rules anywhere nothing would be enforced.
+        if layers.allSatisfy({ $0.rules.isEmpty }) {
+            throw RunError("no rules in \(options.policyFiles.joined(separator: ", ")), so nothing would be enforced; add a rule such as: rules: [{action: \"llm:*\", cost_ceiling: {max_usd_per_task: 1.00}}]")
+        }
         return layers
     }
 
@@ -240,8 +253,10 @@ public final class Run: Sendable {
     }
 
     private func startUpstreams() throws(RunError) -> ([Provider: Upstream], HTTPServer?) {
-        let environment = ProcessInfo.processInfo.environment
         if options.upstreams.contains("simulate") {
+            guard options.upstreams.count == 1 else {
+                throw RunError("--upstream simulate cannot be combined with other --upstream values; use one or the other")
+            }
             let simulator: HTTPServer
             do {
                 simulator = try HTTPServer(handler: SimulatedProvider(latencyMilliseconds: options.simulateLatencyMilliseconds,
@@ -258,13 +273,13 @@ public final class Run: Sendable {
             guard parts.count == 2, let provider = Provider(rawValue: parts[0]), parts[1].hasPrefix("http://") || parts[1].hasPrefix("https://") else {
                 throw RunError("invalid --upstream '\(spec)'; use simulate, openai=http://HOST:PORT/v1 or anthropic=http://HOST:PORT")
             }
-            upstreams[provider] = Upstream(baseURL: parts[1], apiKey: environment[provider == .openai ? "OPENAI_API_KEY" : "ANTHROPIC_API_KEY"])
+            upstreams[provider] = Upstream(baseURL: parts[1], apiKey: ProviderKeys.value(provider == .openai ? "OPENAI_API_KEY" : "ANTHROPIC_API_KEY"))
         }
         if upstreams.isEmpty {
-            if let key = environment["OPENAI_API_KEY"], !key.isEmpty {
+            if let key = ProviderKeys.value("OPENAI_API_KEY"), !key.isEmpty {
                 upstreams[.openai] = Upstream(baseURL: "https://api.openai.com/v1", apiKey: key)
             }
-            if let key = environment["ANTHROPIC_API_KEY"], !key.isEmpty {
+            if let key = ProviderKeys.value("ANTHROPIC_API_KEY"), !key.isEmpty {
                 upstreams[.anthropic] = Upstream(baseURL: "https://api.anthropic.com", apiKey: key)
             }
             if upstreams.isEmpty {
@@ -289,7 +304,7 @@ public final class Run: Sendable {
     /// mg-run's environment without the real provider keys, plus the proxy's address and the run token.
     private func childEnvironment(proxyURL: String, token: String) -> [String: String] {
         var environment = ProcessInfo.processInfo.environment
-        for name in ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "OPENAI_ADMIN_KEY"] {
+        for name in ProviderKeys.names {
             environment.removeValue(forKey: name)
         }
         environment["OPENAI_BASE_URL"] = proxyURL + "/v1"

@@ -23,6 +23,7 @@ struct Summary {
             ("calls", String(totals.calls)),
             ("denied", String(totals.denied)),
             ("concluded", String(totals.concluded)),
+            ("unsettled_calls", String(totals.inFlight)),
             ("input_tokens", String(totals.inputTokens)),
             ("output_tokens", String(totals.outputTokens)),
             ("cost_usd", totals.cost.description),

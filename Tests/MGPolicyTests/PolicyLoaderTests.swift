@@ -171,6 +171,14 @@ private func errors(of text: String, file: String = "policy.yaml") -> [String] {
         #expect(table.price(for: "gpt-4o")?.inputPerToken == 2_500_000)
         #expect(table.price(for: "gpt-4o-mini-2024-07-18")?.inputPerToken == 150_000)
         #expect(table.price(for: "gpt-4o-2024-08-06")?.outputPerToken == 10_000_000)
+        #expect(table.price(for: "gpt-4-0613")?.inputPerToken == 30_000_000)
+        #expect(table.price(for: "gpt-4o-20240806")?.inputPerToken == 2_500_000)
+    }
+
+    @Test func otherVariantsAreNotPriced() {
+        #expect(table.price(for: "gpt-4o-audio-preview") == nil)
+        #expect(table.price(for: "gpt-4-32k") == nil)
+        #expect(table.price(for: "gpt-4o-mini-search-preview") == nil)
     }
 
     @Test func prefixMustEndAtDash() {

@@ -181,3 +181,31 @@ def test_client_disconnect_still_charged(tmp_path):
     assert cut["output_tokens"] == usage["completion_tokens"]
     assert cut["cost_usd"] == result.audit[0]["cost_usd"]
     assert result.summary["calls"] == 2
+
+
+PROC_SCAN_AGENT = """
+import pathlib
+found = []
+for entry in pathlib.Path("/proc").iterdir():
+    try:
+        if b"sk-real-secret-key" in (entry / "environ").read_bytes():
+            found.append(entry.name)
+    except OSError:
+        pass
+print(found)
+"""
+
+
+def test_real_key_not_in_any_environ(tmp_path):
+    result = run_mg(tmp_path, "rules: [{action: 'llm:*'}]\n", PROC_SCAN_AGENT, "--upstream", "openai=http://127.0.0.1:9/v1",
+                    env={"OPENAI_API_KEY": "sk-real-secret-key"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_policy_without_rules_rejected(tmp_path):
+    policy = tmp_path / "empty.yaml"
+    policy.write_text("name: nothing\n")
+    result = subprocess.run([MG_RUN, "--policy", str(policy), "--upstream", "simulate", "--", "true"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "no rules in" in result.stderr

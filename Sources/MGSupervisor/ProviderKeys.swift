@@ -1,0 +1,35 @@
+import Foundation
+import Synchronization
+
+/// The real provider keys, read once at start-up and then blanked in mg-run's
+/// own environment block. /proc/PID/environ shows that block's memory as it is
+/// now, and the namespace init is cloned from it, so a process that can read
+/// /proc does not find the keys there.
+/// NOTE: this hides the keys from /proc/PID/environ only; a sandboxed /proc and
+/// dropped capabilities are still needed against an agent that reads mg-run's memory.
+public enum ProviderKeys {
+    static let names = ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "OPENAI_ADMIN_KEY"]
+    private static let captured = Mutex<[String: String]>([:])
+
+    /// Copies the keys, then overwrites their values in place with '*'. Call it first thing in main.
+    public static func captureAndScrub() {
+        var found: [String: String] = [:]
+        for name in names {
+            if let value = getenv(name) { found[name] = String(cString: value) }
+        }
+        captured.withLock { $0 = found }
+        var index = 0
+        while let entry = environ[index] {
+            let text = String(cString: entry)
+            if let name = names.first(where: { text.hasPrefix($0 + "=") }) {
+                let valueStart = entry + name.utf8.count + 1
+                memset(valueStart, Int32(UInt8(ascii: "*")), strlen(valueStart))
+            }
+            index += 1
+        }
+    }
+
+    public static func value(_ name: String) -> String? {
+        captured.withLock { $0[name] } ?? ProcessInfo.processInfo.environment[name]
+    }
+}
