@@ -3,9 +3,10 @@
 
 It runs as the command under mg-run, so it finds the metering proxy in
 OPENAI_BASE_URL and the run token in OPENAI_API_KEY. The direct simulator and
-nginx URLs come as arguments. For each round it measures, target by target,
-sequential latency over one keep-alive connection and then throughput with wrk.
-The target order rotates every round so drift affects every target alike.
+nginx URLs come as arguments. Each round measures sequential latency over one
+keep-alive connection per target, switching target every --batch calls, and then
+throughput with wrk, one target after another. The target order rotates every
+round, so that drift of the machine affects every target alike.
 
 When the load is over it writes the results as JSON, creates --done-file and
 waits for --ack-file, so the parent script can read the peak RSS of mg-run
@@ -38,11 +39,11 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer " .. os.getenv("OPENAI_API_KEY")
 
 done = function(summary, latency, requests)
-  local e = summary.errors
+  local errors = summary.errors
   io.write(string.format(
     'WRK_RESULT {"requests":%%d,"duration_us":%%d,"connect_errors":%%d,"read_errors":%%d,' ..
     '"write_errors":%%d,"status_errors":%%d,"timeouts":%%d,"p50_us":%%d,"p99_us":%%d}\\n',
-    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    summary.requests, summary.duration, errors.connect, errors.read, errors.write, errors.status, errors.timeout,
     latency:percentile(50), latency:percentile(99)))
 end
 """
@@ -105,8 +106,8 @@ def measure_latency(clients, order, calls, batch):
     """Time `calls` sequential calls per target, switching target every `batch` calls.
 
     Switching often spreads slow drift of the machine (CPU frequency, noisy
-    neighbours) evenly over the targets; whole blocks of 2000 calls differed by
-    up to 100 us in p50 on a shared 2-CPU VM.
+    neighbours) evenly over the targets. On a shared 2-CPU VM, the p50 of
+    whole 2000-call blocks to the same target differed by up to 100 us.
     """
     samples = {name: [] for name in order}
     done = 0
@@ -137,19 +138,19 @@ def measure_throughput(base_url, args):
 
 
 def write_wrk_script(workdir):
-    # The body is JSON without "]]", so a Lua long bracket string holds it unchanged.
+    # The body is JSON without "]]", so a Lua long bracket string contains it unchanged.
     with open(os.path.join(workdir, "post.lua"), "w") as file:
         file.write(WRK_SCRIPT % {"body": REQUEST_BODY.decode()})
 
 
 def wait_for_ack(done_file, ack_file, timeout):
-    """Tell the parent the load is over and keep mg-run alive until it has read mg-run's memory."""
+    """Tell the parent that the load is over, and keep mg-run running until the parent has read its peak RSS."""
     with open(done_file, "w") as file:
         file.write("done\n")
     deadline = time.monotonic() + timeout
     while not os.path.exists(ack_file):
         if time.monotonic() > deadline:
-            print(f"load_generator: no {ack_file} after {timeout:.0f} s; exiting anyway", file=sys.stderr)
+            print(f"load_generator: timed out after {timeout:.0f} s waiting for {ack_file}; exiting without it", file=sys.stderr)
             return
         time.sleep(0.01)
 

@@ -23,7 +23,7 @@ public final class Governor: Sendable {
         var rule: Int
     }
 
-    private struct WindowEntry {
+    struct WindowEntry {
         var time: Double
         var id: UInt64
     }
@@ -164,9 +164,10 @@ public final class Governor: Sendable {
                 (limits.maxPerDay, 86_400, "max_per_day"),
             ]
             for case let (limit?, length, name) in windows {
-                let inWindow = ruleState.entries.filter { $0.time > now - length }
-                if inWindow.count >= limit {
-                    let reopensAt = limit == 0 ? now + length : inWindow[inWindow.count - limit].time + length
+                let first = firstIndex(in: ruleState.entries, after: now - length)
+                let inWindow = ruleState.entries.count - first
+                if inWindow >= limit {
+                    let reopensAt = limit == 0 ? now + length : ruleState.entries[first + inWindow - limit].time + length
                     refuse(Refusal(
                         kind: .window(retryAfterSeconds: max(0.001, reopensAt - now)),
                         limit: "\(rule.path).rate_limit.\(name)",
@@ -225,14 +226,18 @@ public final class Governor: Sendable {
         let id = state.nextID
         state.nextID += 1
         var keys: [RuleKey] = []
-        for (key, _) in matched {
-            var ruleState = state.rules[key, default: RuleState()]
-            ruleState.entries.removeAll { $0.time <= now - 86_400 }
-            ruleState.entries.append(WindowEntry(time: now, id: id))
-            ruleState.taskCalls += 1
-            ruleState.inFlight += 1
-            ruleState.reserved += reservedCost
-            state.rules[key] = ruleState
+        for (key, rule) in matched {
+            // Mutated in place: copying RuleState out and back would copy its window array on every call.
+            state.rules[key, default: RuleState()].taskCalls += 1
+            state.rules[key, default: RuleState()].inFlight += 1
+            state.rules[key, default: RuleState()].reserved += reservedCost
+            let limits = rule.rateLimit
+            let longestWindow: Double? = limits.maxPerDay != nil ? 86_400 : limits.maxPerHour != nil ? 3_600 : limits.maxPerMinute != nil ? 60 : nil
+            if let longestWindow {
+                let expired = firstIndex(in: state.rules[key]!.entries, after: now - longestWindow)
+                if expired > 0 { state.rules[key]!.entries.removeFirst(expired) }
+                state.rules[key]!.entries.append(WindowEntry(time: now, id: id))
+            }
             keys.append(key)
         }
         state.reservations[id] = Reservation(rules: keys, cost: reservedCost, price: price)
@@ -245,6 +250,17 @@ public final class Governor: Sendable {
             rewritesOutputCap: call.producesOutput && outputTokens != call.requestedOutputTokens,
             reservedCost: reservedCost))
     }
+}
+
+/// Returns the index of the first entry newer than `time`; entries are in time order.
+private func firstIndex(in entries: [Governor.WindowEntry], after time: Double) -> Int {
+    var low = 0
+    var high = entries.count
+    while low < high {
+        let middle = (low + high) / 2
+        if entries[middle].time > time { high = middle } else { low = middle + 1 }
+    }
+    return low
 }
 
 func formatSeconds(_ seconds: Double) -> String {
