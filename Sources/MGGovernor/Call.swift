@@ -57,7 +57,7 @@ public struct Usage: Sendable, Equatable {
 }
 
 public enum Pricing {
-    /// The settled cost of a call: each part of the usage at its own price.
+    /// Computes the settled cost of a call, with each part of the usage at its own price.
     public static func cost(of usage: Usage, at price: ModelPrice) -> USD {
         let picodollars = Int64(usage.uncachedInputTokens) * price.inputPerToken
             + Int64(usage.cacheReadTokens) * price.cachedInputPerToken

@@ -92,12 +92,11 @@ public final class Governor: Sendable {
         state.withLock { state in
             guard let reservation = state.reservations.removeValue(forKey: id) else { return }
             for key in reservation.rules {
-                var rule = state.rules[key, default: RuleState()]
-                rule.reserved -= reservation.cost
-                rule.inFlight -= 1
-                rule.taskCalls -= 1
-                rule.entries.removeAll { $0.id == id }
-                state.rules[key] = rule
+                // Mutated in place, so the window array is not copied.
+                state.rules[key]?.reserved -= reservation.cost
+                state.rules[key]?.inFlight -= 1
+                state.rules[key]?.taskCalls -= 1
+                state.rules[key]?.entries.removeAll { $0.id == id }
             }
             state.totals.reserved -= reservation.cost
             state.totals.inFlight -= 1
@@ -158,12 +157,7 @@ public final class Governor: Sendable {
         for (key, rule) in matched {
             let ruleState = state.rules[key, default: RuleState()]
             let limits = rule.rateLimit
-            let windows: [(Int?, Double, String)] = [
-                (limits.maxPerMinute, 60, "max_per_minute"),
-                (limits.maxPerHour, 3_600, "max_per_hour"),
-                (limits.maxPerDay, 86_400, "max_per_day"),
-            ]
-            for case let (limit?, length, name) in windows {
+            for (limit, length, name) in limits.countWindows {
                 let first = firstIndex(in: ruleState.entries, after: now - length)
                 let inWindow = ruleState.entries.count - first
                 if inWindow >= limit {
@@ -231,9 +225,7 @@ public final class Governor: Sendable {
             state.rules[key, default: RuleState()].taskCalls += 1
             state.rules[key, default: RuleState()].inFlight += 1
             state.rules[key, default: RuleState()].reserved += reservedCost
-            let limits = rule.rateLimit
-            let longestWindow: Double? = limits.maxPerDay != nil ? 86_400 : limits.maxPerHour != nil ? 3_600 : limits.maxPerMinute != nil ? 60 : nil
-            if let longestWindow {
+            if let longestWindow = rule.rateLimit.countWindows.map(\.seconds).max() {
                 let expired = firstIndex(in: state.rules[key]!.entries, after: now - longestWindow)
                 if expired > 0 { state.rules[key]!.entries.removeFirst(expired) }
                 state.rules[key]!.entries.append(WindowEntry(time: now, id: id))
@@ -266,4 +258,15 @@ private func firstIndex(in entries: [Governor.WindowEntry], after time: Double) 
 func formatSeconds(_ seconds: Double) -> String {
     if seconds < 1 { return "\(Int((seconds * 1000).rounded(.up)))ms" }
     return "\(Int(seconds.rounded(.up)))s"
+}
+
+extension RateLimit {
+    /// The rolling count windows this limit sets, with their length and policy key.
+    var countWindows: [(limit: Int, seconds: Double, key: String)] {
+        var windows: [(limit: Int, seconds: Double, key: String)] = []
+        if let limit = maxPerMinute { windows.append((limit, 60, "max_per_minute")) }
+        if let limit = maxPerHour { windows.append((limit, 3_600, "max_per_hour")) }
+        if let limit = maxPerDay { windows.append((limit, 86_400, "max_per_day")) }
+        return windows
+    }
 }

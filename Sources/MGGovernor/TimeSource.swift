@@ -1,7 +1,7 @@
 import Foundation
 import Synchronization
 
-/// Where the governor reads the time, injected so window logic is tested without sleeping.
+/// The governor's clock, injected so window logic is tested without sleeping.
 public protocol TimeSource: Sendable {
     /// Seconds since the Unix epoch.
     func now() -> Double

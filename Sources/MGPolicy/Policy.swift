@@ -39,7 +39,7 @@ public struct Rule: Sendable {
     public var effect: Effect
     public var rateLimit: RateLimit
     public var costCeiling: CostCeiling
-    /// Where the rule starts, and its key path such as `rules[2]`, for messages.
+    /// The rule's start position and key path such as `rules[2]`, for messages.
     public var position: SourcePosition
     public var path: String
 

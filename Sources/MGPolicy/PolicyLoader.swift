@@ -1,6 +1,6 @@
 import Foundation
 
-/// Loads MeshGuard policy files. Every key of the format is recognised; keys
+/// Loads MeshGuard policy files. Every key of the format is recognised. Keys
 /// that this version does not enforce are rejected as "not supported yet",
 /// because a limit that is silently ignored is a budget leak.
 public enum PolicyLoader {

@@ -1,6 +1,6 @@
 import Foundation
 
-/// What one model costs, in picodollars per token (1e-12 USD), rounded up so
+/// The price of one model in picodollars per token (1e-12 USD), rounded up so
 /// that a computed cost is never below the list price.
 public struct ModelPrice: Sendable, Equatable {
     public var inputPerToken: Int64

@@ -87,7 +87,7 @@ public final class AuditLog: Sendable {
     }
 }
 
-/// A JSON string literal.
+/// Encodes `text` as a JSON string literal.
 func quoted(_ text: String) -> String {
     var result = "\""
     for scalar in text.unicodeScalars {

@@ -114,7 +114,7 @@ public final class HTTPServer: Sendable {
     }
 }
 
-/// What MHD keeps between the calls of one request (`*con_cls`).
+/// The state MHD keeps between the calls of one request (`*con_cls`).
 private final class RequestContext {
     var body: [UInt8] = []
 }

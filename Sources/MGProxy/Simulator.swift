@@ -1,9 +1,9 @@
 import Foundation
 import Synchronization
 
-/// A built-in stand-in for the OpenAI and Anthropic APIs. It answers in each
-/// provider's wire format, streamed or not, with deterministic text and usage
-/// and never touches the network. The usage rule:
+/// A built-in stand-in for the OpenAI and Anthropic APIs. It responds in each
+/// provider's wire format, streamed or not, with deterministic text and usage,
+/// and opens no connection of its own. The usage rule:
 ///
 /// - input tokens: ceil(B / 4) + 3 per message + 3, where B is the UTF-8 byte
 ///   count of all text in the messages and the system prompt; for embeddings,

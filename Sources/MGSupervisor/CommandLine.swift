@@ -166,6 +166,7 @@ public enum CommandLineInterface {
             }
             index += 2
         }
+
         let server: HTTPServer
         do {
             server = try HTTPServer(port: port, handler: SimulatedProvider(latencyMilliseconds: latency, eventDelayMilliseconds: eventDelay))
@@ -175,6 +176,7 @@ public enum CommandLineInterface {
         }
         logger.info("simulated provider listening", [("url", "http://127.0.0.1:\(server.port)"), ("latency_ms", String(latency))])
         FileHandle.standardOutput.write(Data("http://127.0.0.1:\(server.port)\n".utf8))
+
         let done = DispatchSemaphore(value: 0)
         var sources: [DispatchSourceSignal] = []
         for number in [SIGINT, SIGTERM] {

@@ -239,7 +239,7 @@ public final class Run: Sendable {
         }
     }
 
-    /// The shipped price table: next to the executable's install prefix, or in the source tree it was built from.
+    /// Finds the shipped price table under the executable's install prefix, or in the source tree it was built from.
     static func defaultPricesFile() -> String? {
         let executable = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
         var directory = executable.deletingLastPathComponent()

@@ -45,6 +45,7 @@ enum Spawner {
             argv.free()
             envp.free()
         }
+
         var result = mg_spawn_result()
         let error: Int32 = path.withCString { pathPointer in
             var config = mg_spawn_config(path: pathPointer, argv: argv.pointer, envp: envp.pointer, directory: nil,
@@ -54,6 +55,7 @@ enum Spawner {
         if error != 0 {
             throw SpawnError(description: "cannot start the process tree: clone with a new PID namespace failed: \(String(cString: strerror(error))); mg-run needs root or unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1)", exitStatus: 70)
         }
+
         // EOF means exec succeeded. Otherwise 8 bytes carry the failed stage and its errno.
         var report: (Int32, Int32) = (0, 0)
         let got = withUnsafeMutableBytes(of: &report) { buffer in readFully(result.error_fd, buffer) }
@@ -71,6 +73,7 @@ enum Spawner {
                 throw SpawnError(description: "cannot start \(path): setup stage \(report.0) failed: \(reason)", exitStatus: 70)
             }
         }
+
         return SpawnedTree(initPID: result.init_pid, statusFD: result.status_fd)
     }
 

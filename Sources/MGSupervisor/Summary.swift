@@ -2,7 +2,7 @@ import Foundation
 import MGGovernor
 import MGPolicy
 
-/// What a run did, written as JSON with --summary and as a few lines on standard error.
+/// The outcome and totals of a run, written as JSON with --summary and as two lines on standard error.
 struct Summary {
     var runID: String
     var taskID: String

@@ -4,6 +4,15 @@ import json
 
 from conftest import ALLOW_ALL, expected_cost, run_mg
 
+
+def assert_audit_matches(calls, seen, models):
+    """Each audited call has the tokens the SDK reported and the price table's cost."""
+    for line, (prompt, completion), model in zip(calls, seen, models):
+        assert line["model"] == model
+        assert line["input_tokens"] == prompt
+        assert line["output_tokens"] == completion
+        assert abs(line["cost_usd"] - expected_cost(model, prompt, completion)) < 1e-8
+
 OPENAI_AGENT = """
 import json, openai
 client = openai.OpenAI()
@@ -27,11 +36,7 @@ def test_openai_usage_matches_audit(tmp_path):
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     calls = [line for line in result.audit if line["decision"] == "allow"]
     assert len(calls) == 3
-    for line, (prompt, completion), model in zip(calls, seen, ["gpt-4o-mini", "gpt-4o"]):
-        assert line["model"] == model
-        assert line["input_tokens"] == prompt
-        assert line["output_tokens"] == completion
-        assert abs(line["cost_usd"] - expected_cost(model, prompt, completion)) < 1e-8
+    assert_audit_matches(calls, seen, ["gpt-4o-mini", "gpt-4o"])
     # The third call streamed without include_usage: mg-run still metered it.
     assert calls[2]["output_tokens"] > 0
     assert "estimated" not in calls[2]
@@ -58,11 +63,7 @@ def test_anthropic_usage_matches_audit(tmp_path):
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     calls = [line for line in result.audit if line["decision"] == "allow"]
     assert len(calls) == 2
-    for line, (prompt, completion), model in zip(calls, seen, ["claude-haiku-4-5", "claude-sonnet-4-5"]):
-        assert line["model"] == model
-        assert line["input_tokens"] == prompt
-        assert line["output_tokens"] == completion
-        assert abs(line["cost_usd"] - expected_cost(model, prompt, completion)) < 1e-8
+    assert_audit_matches(calls, seen, ["claude-haiku-4-5", "claude-sonnet-4-5"])
 
 
 EMBEDDING_AGENT = """

@@ -2,8 +2,8 @@
 #define MG_SPAWN_H
 #include <sys/types.h>
 
-// What the child runs. Every pointer is prepared by the caller before the
-// clone, because the child may call only async-signal-safe functions.
+// The program the child runs. Every pointer is prepared by the caller before
+// the clone, because the child may call only async-signal-safe functions.
 struct mg_spawn_config {
     const char *_Nonnull path;              // absolute path of the program
     char *const _Nullable *_Nonnull argv;  // NULL-terminated
