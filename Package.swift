@@ -24,5 +24,6 @@ let package = Package(
 
         .testTarget(name: "MGPolicyTests", dependencies: ["MGPolicy"]),
         .testTarget(name: "MGGovernorTests", dependencies: ["MGGovernor", "MGPolicy"]),
+        .testTarget(name: "MGProxyTests", dependencies: ["MGProxy"]),
     ]
 )

@@ -50,7 +50,27 @@ public struct HTTPResponse: Sendable {
 }
 
 public protocol HTTPHandler: Sendable {
+    /// The largest request body accepted; a larger one gets `oversizedBody`'s response.
+    var maxBodyBytes: Int { get }
+
+    /// Checks a request on its headers alone, before its body is read. Returns a
+    /// response to send at once, or nil to read the body and call `handle`.
+    func preflight(_ request: HTTPRequest) -> HTTPResponse?
+
     func handle(_ request: HTTPRequest) -> HTTPResponse
+
+    /// Returns the 413 response for a body over `maxBodyBytes`.
+    func oversizedBody(_ request: HTTPRequest) -> HTTPResponse
+}
+
+extension HTTPHandler {
+    public var maxBodyBytes: Int { 64 << 20 }
+
+    public func preflight(_ request: HTTPRequest) -> HTTPResponse? { nil }
+
+    public func oversizedBody(_ request: HTTPRequest) -> HTTPResponse {
+        .json(413, ["error": ["message": "the request body is larger than \(maxBodyBytes) bytes", "type": "invalid_request_error"]])
+    }
 }
 
 public struct HTTPServerError: Error, CustomStringConvertible {
@@ -116,7 +136,10 @@ public final class HTTPServer: Sendable {
 
 /// The state MHD keeps between the calls of one request (`*con_cls`).
 private final class RequestContext {
-    var body: [UInt8] = []
+    var request: HTTPRequest
+    var oversized = false
+
+    init(_ request: HTTPRequest) { self.request = request }
 }
 
 /// Pending bytes of a streamed response between calls of MHD's reader callback.
@@ -131,21 +154,52 @@ private final class StreamBox {
 
 private let accessHandler: MHD_AccessHandlerCallback = { cls, connection, url, method, _, uploadData, uploadSize, contextSlot in
     guard let cls, let connection, let contextSlot, let uploadSize else { return .NO }
-    if contextSlot.pointee == nil {
-        contextSlot.pointee = Unmanaged.passRetained(RequestContext()).toOpaque()
+    let handler = Unmanaged<HTTPServer.HandlerBox>.fromOpaque(cls).takeUnretainedValue().handler
+
+    // First call: headers only. The handler may answer before any body is read.
+    guard let existing = contextSlot.pointee else {
+        let request = HTTPRequest(
+            method: method.map { String(cString: $0) } ?? "GET",
+            path: url.map { String(cString: $0) } ?? "/",
+            headers: headers(of: connection))
+        if let response = handler.preflight(request) {
+            return queue(response, on: connection)
+        }
+        let context = RequestContext(request)
+        if let length = request.headers["content-length"].flatMap(Int.init), length > handler.maxBodyBytes {
+            return queue(handler.oversizedBody(request), on: connection)
+        }
+        contextSlot.pointee = Unmanaged.passRetained(context).toOpaque()
         return .YES
     }
-    let context = Unmanaged<RequestContext>.fromOpaque(contextSlot.pointee!).takeUnretainedValue()
+
+    let context = Unmanaged<RequestContext>.fromOpaque(existing).takeUnretainedValue()
     if uploadSize.pointee > 0 {
-        if let uploadData {
-            uploadData.withMemoryRebound(to: UInt8.self, capacity: uploadSize.pointee) {
-                context.body.append(contentsOf: UnsafeBufferPointer(start: $0, count: uploadSize.pointee))
+        // A body past the limit is read and dropped, so memory stays bounded.
+        if !context.oversized, let uploadData {
+            if context.request.body.count + uploadSize.pointee > handler.maxBodyBytes {
+                context.oversized = true
+                context.request.body = []
+            } else {
+                uploadData.withMemoryRebound(to: UInt8.self, capacity: uploadSize.pointee) {
+                    context.request.body.append(contentsOf: UnsafeBufferPointer(start: $0, count: uploadSize.pointee))
+                }
             }
         }
         uploadSize.pointee = 0
         return .YES
     }
 
+    if context.oversized {
+        return queue(handler.oversizedBody(context.request), on: connection)
+    }
+    let request = context.request
+    context.request.body = []
+    return queue(handler.handle(request), on: connection)
+}
+
+/// Returns the request headers with lower-case names.
+private func headers(of connection: OpaquePointer) -> [String: String] {
     var headers: [String: String] = [:]
     withUnsafeMutablePointer(to: &headers) { pointer in
         _ = MHD_get_connection_values(connection, .HEADER_KIND, { slot, _, key, value in
@@ -155,16 +209,7 @@ private let accessHandler: MHD_AccessHandlerCallback = { cls, connection, url, m
             return .YES
         }, pointer)
     }
-    let request = HTTPRequest(
-        method: method.map { String(cString: $0) } ?? "GET",
-        path: url.map { String(cString: $0) } ?? "/",
-        headers: headers,
-        body: context.body)
-    context.body = []
-
-    let handler = Unmanaged<HTTPServer.HandlerBox>.fromOpaque(cls).takeUnretainedValue().handler
-    let response = handler.handle(request)
-    return queue(response, on: connection)
+    return headers
 }
 
 private func queue(_ response: HTTPResponse, on connection: OpaquePointer) -> MHD_Result {

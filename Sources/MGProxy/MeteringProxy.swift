@@ -26,6 +26,8 @@ public struct ProxyConfiguration: Sendable {
     public var prices: PriceTable
     public var onLimitExceeded: OnLimitExceeded
     public var upstreamTimeoutSeconds = 600
+    /// The largest request body the proxy reads. Base64 images make requests large, so this is generous.
+    public var maxRequestBytes = 64 << 20
 
     public init(runID: String, taskID: String, token: String, upstreams: [Provider: Upstream], prices: PriceTable, onLimitExceeded: OnLimitExceeded) {
         self.runID = runID
@@ -62,21 +64,37 @@ public final class MeteringProxy: HTTPHandler {
         self.onStop = onStop
     }
 
+    public var maxBodyBytes: Int { configuration.maxRequestBytes }
+
+    /// Rejects a request without the run token before its body is read.
+    public func preflight(_ request: HTTPRequest) -> HTTPResponse? {
+        guard !isAuthorized(request) else { return nil }
+        record(AuditRecord(action: "http:\(request.method) \(request.path)", model: nil, decision: "deny", reason: "missing or invalid run token"),
+               status: 401, started: Date())
+        return ErrorBody.response(provider(of: request), status: 401, type: "invalid_request_error", code: "invalid_api_key",
+                                  message: "missing or invalid API key: use the per-run token that mg-run put in OPENAI_API_KEY / ANTHROPIC_API_KEY")
+    }
+
+    public func oversizedBody(_ request: HTTPRequest) -> HTTPResponse {
+        let message = "the request body is larger than mg-run's limit of \(maxBodyBytes) bytes; send a smaller request"
+        logger.warning("request body too large", [("path", request.path), ("limit_bytes", String(maxBodyBytes))])
+        record(AuditRecord(action: "http:\(request.method) \(request.path)", model: nil, decision: "deny", reason: message), status: 413, started: Date())
+        return ErrorBody.response(provider(of: request), status: 413, type: "invalid_request_error", code: "request_too_large", message: message)
+    }
+
+    /// Anthropic clients send `x-api-key` or `anthropic-version`; everything else is answered in OpenAI's shape.
+    private func provider(of request: HTTPRequest) -> Provider {
+        request.headers["x-api-key"] != nil || request.headers["anthropic-version"] != nil || request.path == "/v1/messages" ? .anthropic : .openai
+    }
+
+    /// Serves a request that passed `preflight`.
     public func handle(_ request: HTTPRequest) -> HTTPResponse {
         let started = Date()
-        let provider: Provider = request.headers["x-api-key"] != nil || request.headers["anthropic-version"] != nil || request.path == "/v1/messages"
-            ? .anthropic : .openai
-        guard isAuthorized(request) else {
-            record(AuditRecord(action: "http:\(request.method) \(request.path)", model: nil, decision: "deny", reason: "missing or invalid run token"),
-                   status: 401, started: started)
-            return ErrorBody.response(provider, status: 401, type: "invalid_request_error", code: "invalid_api_key",
-                                      message: "missing or invalid API key: use the per-run token that mg-run put in OPENAI_API_KEY / ANTHROPIC_API_KEY")
-        }
         switch (request.method, request.path) {
         case ("POST", "/v1/chat/completions"): return meter(request, endpoint: .chatCompletions, started: started)
         case ("POST", "/v1/messages"): return meter(request, endpoint: .messages, started: started)
         case ("POST", "/v1/embeddings"): return meter(request, endpoint: .embeddings, started: started)
-        case ("GET", "/v1/models"): return listModels(request, provider: provider, started: started)
+        case ("GET", "/v1/models"): return listModels(request, provider: provider(of: request), started: started)
         default:
             record(AuditRecord(action: "http:\(request.method) \(request.path)", model: nil, decision: "deny", reason: "unknown endpoint"),
                    status: 404, started: started)
@@ -86,12 +104,13 @@ public final class MeteringProxy: HTTPHandler {
     }
 
     private func isAuthorized(_ request: HTTPRequest) -> Bool {
-        var presented = request.headers["x-api-key"]
-        if let authorization = request.headers["authorization"], authorization.lowercased().hasPrefix("bearer ") {
-            presented = String(authorization.dropFirst(7)).trimmingCharacters(in: .whitespaces)
+        var presented = request.headers["x-api-key"].map { Substring($0) }
+        if let authorization = request.headers["authorization"], authorization.utf8.count > 7,
+           authorization.prefix(7).lowercased() == "bearer " {
+            presented = authorization.dropFirst(7).drop(while: { $0 == " " })
         }
         guard let presented else { return false }
-        return constantTimeEqual(Array(presented.utf8), Array(configuration.token.utf8))
+        return constantTimeEqual(presented.utf8, configuration.token.utf8)
     }
 
     // MARK: - Metered calls
@@ -172,7 +191,7 @@ public final class MeteringProxy: HTTPHandler {
             record(AuditRecord(action: call.actions[0], model: call.model, decision: "allow", reason: reason), status: 502, started: started)
             return ErrorBody.response(call.endpoint.provider, status: 502, type: "api_error", code: nil, message: "mg-run could not reach the upstream: \(reason)")
         }
-        let headers = clientHeaders(transfer.responseHeaders)
+        let headers = transfer.responseHeaders
         guard transfer.status < 400 else {
             // The provider refused the call and bills nothing for it.
             let errorBody = transfer.readAll()
@@ -204,7 +223,14 @@ public final class MeteringProxy: HTTPHandler {
 
     func settle(call: ParsedCall, admission: Admission, usage: Usage, status: Int, started: Date, reason: String) {
         let cost = governor.settle(admission.id, usage: usage)
-        var entry = AuditRecord(action: call.actions[0], model: call.model, decision: "allow", reason: usage.estimated ? "\(reason); usage missing, charged the reserved bound" : reason)
+        var reason = usage.estimated ? "\(reason); usage missing, charged the reserved bound" : reason
+        if cost > admission.reservedCost {
+            // The input bound was too low (media priced above its allowance, server-side tools), so a ceiling may be passed.
+            reason += "; settled cost exceeded the reservation of \(admission.reservedCost) USD"
+            logger.warning("settled cost exceeded the reservation", [("action", call.actions[0]), ("cost_usd", cost.description),
+                                                                     ("reserved_usd", admission.reservedCost.description)])
+        }
+        var entry = AuditRecord(action: call.actions[0], model: call.model, decision: "allow", reason: reason)
         entry.inputTokens = usage.inputTokens
         entry.outputTokens = usage.outputTokens
         entry.costUSD = cost.description
@@ -224,12 +250,6 @@ public final class MeteringProxy: HTTPHandler {
             if let beta = request.headers["anthropic-beta"] { headers.append(("anthropic-beta", beta)) }
         }
         return headers
-    }
-
-    /// Response headers worth passing on; hop-by-hop and length headers are the server's own business.
-    private func clientHeaders(_ upstreamHeaders: [(String, String)]) -> [(String, String)] {
-        let kept: Set = ["content-type", "x-request-id", "request-id", "openai-processing-ms", "retry-after", "retry-after-ms", "x-should-retry"]
-        return upstreamHeaders.filter { kept.contains($0.0) }
     }
 
     func record(_ entry: AuditRecord, status: Int, started: Date) {
@@ -253,7 +273,7 @@ public final class MeteringProxy: HTTPHandler {
         let status = transfer.status == 0 ? 502 : transfer.status
         transfer.close()
         record(AuditRecord(action: "llm:models", model: nil, decision: "allow", reason: "model list"), status: status, started: started)
-        return HTTPResponse(status: status, headers: clientHeaders(transfer.responseHeaders), body: .bytes(body))
+        return HTTPResponse(status: status, headers: transfer.responseHeaders, body: .bytes(body))
     }
 }
 
@@ -303,9 +323,10 @@ final class MeteredStream: ResponseStream, @unchecked Sendable {
     }
 }
 
-func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+/// Compares in time that depends only on the lengths, so the token cannot be guessed byte by byte.
+func constantTimeEqual<A: Collection<UInt8>, B: Collection<UInt8>>(_ a: A, _ b: B) -> Bool {
     guard a.count == b.count else { return false }
     var difference: UInt8 = 0
-    for index in a.indices { difference |= a[index] ^ b[index] }
+    for (left, right) in zip(a, b) { difference |= left ^ right }
     return difference == 0
 }

@@ -79,7 +79,8 @@ struct ParsedCall {
                 mediaParts += ParsedCall.countMediaParts(message["content"])
             }
             for field in (provider == .openai ? ["max_completion_tokens", "max_tokens"] : ["max_tokens"]) {
-                if let value = json[field] {
+                // null means "no cap", as the providers read it.
+                if let value = json[field], !(value is NSNull) {
                     guard let cap = value as? Int, cap >= 0 else {
                         throw ClientError(status: 400, message: "\"\(field)\" must be a non-negative integer")
                     }
@@ -149,8 +150,8 @@ struct ParsedCall {
 enum UsageParser {
     /// Usage from a complete (non-streamed) response body, or nil when it has none.
     static func usage(endpoint: Endpoint, body: [UInt8]) -> Usage? {
-        guard let json = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any],
-              let usage = json["usage"] as? [String: Any]
+        guard let value = JSONScan.topLevelValue("usage", in: body),
+              let usage = (try? JSONSerialization.jsonObject(with: Data(value))) as? [String: Any]
         else { return nil }
         return endpoint.provider == .anthropic ? anthropic(usage) : openAI(usage)
     }

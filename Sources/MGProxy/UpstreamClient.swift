@@ -12,6 +12,9 @@ final class UpstreamTransfer {
     private var headerList: UnsafeMutablePointer<curl_slist>?
     private var finished = false
 
+    /// Response headers worth passing on to the client; the rest are dropped as they arrive.
+    static let keptHeaders: Set<String> = ["content-type", "x-request-id", "request-id", "openai-processing-ms", "retry-after", "retry-after-ms", "x-should-retry"]
+
     fileprivate(set) var status = 0
     fileprivate(set) var responseHeaders: [(String, String)] = []
     fileprivate var headersComplete = false
@@ -132,20 +135,29 @@ private let headerCallback: mg_curl_data_callback = { data, size, count, context
     guard let context else { return 0 }
     let transfer = Unmanaged<UpstreamTransfer>.fromOpaque(context).takeUnretainedValue()
     let length = size * count
-    let line = data.withMemoryRebound(to: UInt8.self, capacity: length) {
-        String(decoding: UnsafeBufferPointer(start: $0, count: length), as: UTF8.self)
-    }.trimmingCharacters(in: .whitespacesAndNewlines)
-    if line.hasPrefix("HTTP/") {
+    let line = UnsafeRawBufferPointer(start: data, count: length)
+    // Parsed as bytes: this runs for every header line of every call.
+    var end = line.count
+    while end > 0 && (line[end - 1] == 0x0A || line[end - 1] == 0x0D || line[end - 1] == 0x20) { end -= 1 }
+    let content = UnsafeRawBufferPointer(rebasing: line[0..<end])
+    if content.starts(with: "HTTP/".utf8) {
         // A new header block: after "100 Continue" or a redirect, the last block wins.
-        let parts = line.split(separator: " ", maxSplits: 2)
-        transfer.status = parts.count > 1 ? Int(parts[1]) ?? 0 : 0
+        var status = 0
+        var index = content.firstIndex(of: 0x20).map { $0 + 1 } ?? content.count
+        while index < content.count, content[index] >= 0x30, content[index] <= 0x39 {
+            status = status * 10 + Int(content[index] - 0x30)
+            index += 1
+        }
+        transfer.status = status
         transfer.responseHeaders = []
-    } else if line.isEmpty {
+    } else if content.isEmpty {
         if transfer.status >= 200 { transfer.headersComplete = true }
-    } else if let colon = line.firstIndex(of: ":") {
-        let name = String(line[..<colon]).lowercased()
-        let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
-        transfer.responseHeaders.append((name, value))
+    } else if let colon = content.firstIndex(of: UInt8(ascii: ":")) {
+        let name = String(decoding: content[0..<colon], as: UTF8.self).lowercased()
+        guard UpstreamTransfer.keptHeaders.contains(name) else { return length }
+        var valueStart = colon + 1
+        while valueStart < content.count && content[valueStart] == 0x20 { valueStart += 1 }
+        transfer.responseHeaders.append((name, String(decoding: content[valueStart..<content.count], as: UTF8.self)))
     }
     return length
 }

@@ -68,6 +68,10 @@ public final class Run: Sendable {
         let started = Date()
         let layers = try loadPolicies()
         let prices = try loadPrices()
+        // Found now, not after the agent has run for hours.
+        if let path = options.summaryPath, !FileManager.default.createFile(atPath: path, contents: nil) {
+            throw RunError("cannot create the summary file '\(path)'; check that its directory exists and is writable")
+        }
         let (upstreams, simulator) = try startUpstreams()
         let onLimitExceeded = try limitResponse(layers)
 

@@ -209,3 +209,55 @@ def test_policy_without_rules_rejected(tmp_path):
     result = subprocess.run([MG_RUN, "--policy", str(policy), "--upstream", "simulate", "--", "true"], capture_output=True, text=True)
     assert result.returncode == 2
     assert "no rules in" in result.stderr
+
+
+LARGE_BODY_AGENT = """
+import json, os, socket, urllib.parse
+url = os.environ["MG_RUN_URL"]
+host, port = urllib.parse.urlsplit(url).netloc.split(":")
+
+def status_for(headers):
+    # Announce a 100 MiB body but send none of it: the answer must come from the headers alone.
+    connection = socket.create_connection((host, int(port)), timeout=10)
+    connection.sendall(b"POST /v1/chat/completions HTTP/1.1\\r\\nHost: x\\r\\nContent-Type: application/json\\r\\n" + headers +
+                       b"Content-Length: 104857600\\r\\n\\r\\n")
+    reply = connection.recv(65536).decode()
+    connection.close()
+    return int(reply.split()[1])
+
+token = os.environ["MG_RUN_TOKEN"].encode()
+print(json.dumps([status_for(b""), status_for(b"Authorization: Bearer " + token + b"\\r\\n")]))
+"""
+
+
+def test_large_body_rejected_before_reading(tmp_path):
+    result = run_mg(tmp_path, "rules: [{action: 'llm:*'}]\n", LARGE_BODY_AGENT, "--upstream", "simulate")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [401, 413]
+    assert [line["status"] for line in result.audit] == [401, 413]
+
+
+def test_unwritable_summary_rejected_at_start(tmp_path):
+    policy = tmp_path / "p.yaml"
+    policy.write_text("rules: [{action: 'llm:*'}]\n")
+    marker = tmp_path / "ran"
+    result = subprocess.run([MG_RUN, "--policy", str(policy), "--upstream", "simulate", "--summary", str(tmp_path / "missing/s.json"),
+                             "--", "touch", str(marker)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "cannot create the summary file" in result.stderr
+    assert not marker.exists()
+
+
+NULL_CAP_AGENT = """
+import openai
+reply = openai.OpenAI().chat.completions.create(model="gpt-4o-mini", max_tokens=None, messages=[{"role": "user", "content": "hi"}],
+                                                extra_body={"max_tokens": None})
+print(reply.usage.completion_tokens)
+"""
+
+
+def test_null_max_tokens_accepted(tmp_path):
+    result = run_mg(tmp_path, "rules: [{action: 'llm:*'}]\n", NULL_CAP_AGENT, "--upstream", "simulate")
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) > 0
+    assert result.audit[0]["status"] == 200
