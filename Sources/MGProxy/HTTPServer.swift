@@ -36,11 +36,15 @@ public struct HTTPResponse: Sendable {
     public var status: Int
     public var headers: [(String, String)]
     public var body: HTTPBody
+    /// Work to run once the response is sent or the client is gone, off the
+    /// latency path of the request; it runs exactly once either way.
+    public var afterSending: (@Sendable () -> Void)?
 
-    public init(status: Int, headers: [(String, String)] = [], body: HTTPBody = .bytes([])) {
+    public init(status: Int, headers: [(String, String)] = [], body: HTTPBody = .bytes([]), afterSending: (@Sendable () -> Void)? = nil) {
         self.status = status
         self.headers = headers
         self.body = body
+        self.afterSending = afterSending
     }
 
     public static func json(_ status: Int, _ object: Any, headers: [(String, String)] = []) -> HTTPResponse {
@@ -138,6 +142,7 @@ public final class HTTPServer: Sendable {
 private final class RequestContext {
     var request: HTTPRequest
     var oversized = false
+    var afterSending: (@Sendable () -> Void)?
 
     init(_ request: HTTPRequest) { self.request = request }
 }
@@ -195,7 +200,14 @@ private let accessHandler: MHD_AccessHandlerCallback = { cls, connection, url, m
     }
     let request = context.request
     context.request.body = []
-    return queue(handler.handle(request), on: connection)
+    let response = handler.handle(request)
+    let result = queue(response, on: connection)
+    if result == .YES {
+        context.afterSending = response.afterSending
+    } else {
+        response.afterSending?()
+    }
+    return result
 }
 
 /// Returns the request headers with lower-case names.
@@ -263,6 +275,7 @@ private let streamFinished: MHD_ContentReaderFreeCallback = { cls in
 
 private let requestCompleted: MHD_RequestCompletedCallback = { _, _, contextSlot, _ in
     guard let contextSlot, let pointer = contextSlot.pointee else { return }
-    Unmanaged<RequestContext>.fromOpaque(pointer).release()
+    let context = Unmanaged<RequestContext>.fromOpaque(pointer).takeRetainedValue()
     contextSlot.pointee = nil
+    context.afterSending?()
 }

@@ -209,11 +209,13 @@ public final class MeteringProxy: HTTPHandler {
         let responseBody = transfer.readAll()
         let failure = transfer.failure
         transfer.close()
-        var usage = UsageParser.usage(endpoint: call.endpoint, body: responseBody)
-        if usage == nil { usage = estimate(call, admission: admission) }
-        settle(call: call, admission: admission, usage: usage!, status: transfer.status, started: started,
-               reason: failure.map { "upstream transfer failed: \($0)" } ?? "ok")
-        return HTTPResponse(status: transfer.status, headers: headers, body: .bytes(responseBody))
+        let usage = UsageParser.usage(endpoint: call.endpoint, body: responseBody) ?? estimate(call, admission: admission)
+        let (action, model, status) = (call.actions[0], call.model, transfer.status)
+        let reason = failure.map { "upstream transfer failed: \($0)" } ?? "ok"
+        // Settled once the response is on its way: the reservation covers the call until then.
+        return HTTPResponse(status: status, headers: headers, body: .bytes(responseBody)) { [self] in
+            settle(action: action, model: model, admission: admission, usage: usage, status: status, started: started, reason: reason)
+        }
     }
 
     /// Returns the reserved bound as usage, charged in full when the provider reported none.
@@ -221,16 +223,16 @@ public final class MeteringProxy: HTTPHandler {
         Usage(uncachedInputTokens: call.inputTokensBound, outputTokens: (admission.outputTokens ?? 0) * call.choices, estimated: true)
     }
 
-    func settle(call: ParsedCall, admission: Admission, usage: Usage, status: Int, started: Date, reason: String) {
+    func settle(action: String, model: String, admission: Admission, usage: Usage, status: Int, started: Date, reason: String) {
         let cost = governor.settle(admission.id, usage: usage)
         var reason = usage.estimated ? "\(reason); usage missing, charged the reserved bound" : reason
         if cost > admission.reservedCost {
             // The input bound was too low (media priced above its allowance, server-side tools), so a ceiling may be passed.
             reason += "; settled cost exceeded the reservation of \(admission.reservedCost) USD"
-            logger.warning("settled cost exceeded the reservation", [("action", call.actions[0]), ("cost_usd", cost.description),
+            logger.warning("settled cost exceeded the reservation", [("action", action), ("cost_usd", cost.description),
                                                                      ("reserved_usd", admission.reservedCost.description)])
         }
-        var entry = AuditRecord(action: call.actions[0], model: call.model, decision: "allow", reason: reason)
+        var entry = AuditRecord(action: action, model: model, decision: "allow", reason: reason)
         entry.inputTokens = usage.inputTokens
         entry.outputTokens = usage.outputTokens
         entry.costUSD = cost.description
@@ -319,7 +321,7 @@ final class MeteredStream: ResponseStream, @unchecked Sendable {
         if let failure = transfer.failure { reason = "upstream stream failed: \(failure)" }
         transfer.close()
         let usage = tracker.usage ?? proxy.estimate(call, admission: admission)
-        proxy.settle(call: call, admission: admission, usage: usage, status: transfer.status, started: started, reason: reason)
+        proxy.settle(action: call.actions[0], model: call.model, admission: admission, usage: usage, status: transfer.status, started: started, reason: reason)
     }
 }
 

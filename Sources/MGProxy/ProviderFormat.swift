@@ -103,11 +103,13 @@ struct ParsedCall {
     var actions: [String] { ["llm:\(model)", endpoint.kindAction] }
 
     /// Counts non-text parts at any depth, such as images inside an Anthropic tool_result.
+    static let textPartTypes: Set = ["text", "input_text", "output_text", "tool_result", "tool_use", "thinking"]
+
     static func countMediaParts(_ content: Any?) -> Int {
-        let textTypes: Set = ["text", "input_text", "output_text", "tool_result", "tool_use", "thinking"]
+        if content is String { return 0 }
         var count = 0
         if let part = content as? [String: Any] {
-            if let type = part["type"] as? String, !textTypes.contains(type) { count += 1 }
+            if let type = part["type"] as? String, !textPartTypes.contains(type) { count += 1 }
             for value in part.values { count += countMediaParts(value) }
         } else if let parts = content as? [Any] {
             for part in parts { count += countMediaParts(part) }
@@ -150,27 +152,37 @@ struct ParsedCall {
 enum UsageParser {
     /// Usage from a complete (non-streamed) response body, or nil when it has none.
     static func usage(endpoint: Endpoint, body: [UInt8]) -> Usage? {
-        guard let value = JSONScan.topLevelValue("usage", in: body),
-              let usage = (try? JSONSerialization.jsonObject(with: Data(value))) as? [String: Any]
-        else { return nil }
-        return endpoint.provider == .anthropic ? anthropic(usage) : openAI(usage)
+        // A byte scan, not JSONSerialization: this runs on every call, and the
+        // Foundation parser's fixed cost per document showed up in profiles.
+        guard let value = JSONScan.topLevelValue("usage", in: body), value.first == UInt8(ascii: "{") else { return nil }
+        let counts = JSONScan.integerMembers(in: Array(value), nested: ["prompt_tokens_details"])
+        return endpoint.provider == .anthropic ? anthropic(counts) : openAI(counts)
+    }
+
+    /// Returns the whole-number usage fields of a decoded usage object, in the form `integerMembers` returns.
+    static func counts(of usage: [String: Any]) -> [String: Int] {
+        var counts = usage.compactMapValues { $0 as? Int }
+        if let cached = (usage["prompt_tokens_details"] as? [String: Any])?["cached_tokens"] as? Int {
+            counts["prompt_tokens_details.cached_tokens"] = cached
+        }
+        return counts
     }
 
     /// OpenAI counts cached tokens inside `prompt_tokens`.
-    static func openAI(_ usage: [String: Any]) -> Usage? {
-        guard let reportedPrompt = usage["prompt_tokens"] as? Int else { return nil }
+    static func openAI(_ usage: [String: Int]) -> Usage? {
+        guard let reportedPrompt = usage["prompt_tokens"] else { return nil }
         // A faulty upstream's negative counts must not credit the budget.
         let prompt = max(0, reportedPrompt)
-        let completion = max(0, usage["completion_tokens"] as? Int ?? 0)
-        let cached = (usage["prompt_tokens_details"] as? [String: Any])?["cached_tokens"] as? Int ?? 0
+        let completion = max(0, usage["completion_tokens"] ?? 0)
+        let cached = usage["prompt_tokens_details.cached_tokens"] ?? 0
         let cachedPart = min(max(0, cached), prompt)
         return Usage(uncachedInputTokens: prompt - cachedPart, cacheReadTokens: cachedPart, outputTokens: completion)
     }
 
     /// Anthropic reports cache reads and writes beside `input_tokens`, not inside it.
-    static func anthropic(_ usage: [String: Any]) -> Usage? {
+    static func anthropic(_ usage: [String: Int]) -> Usage? {
         guard usage["input_tokens"] != nil || usage["output_tokens"] != nil else { return nil }
-        func count(_ key: String) -> Int { max(0, usage[key] as? Int ?? 0) }
+        func count(_ key: String) -> Int { max(0, usage[key] ?? 0) }
         return Usage(
             uncachedInputTokens: count("input_tokens"),
             cacheReadTokens: count("cache_read_input_tokens"),

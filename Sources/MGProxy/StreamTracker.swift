@@ -75,7 +75,7 @@ struct StreamTracker {
                   let json = (try? JSONSerialization.jsonObject(with: Data(data.utf8))) as? [String: Any],
                   let usageObject = json["usage"] as? [String: Any]
             else { return true }
-            usage = UsageParser.openAI(usageObject)
+            usage = UsageParser.openAI(UsageParser.counts(of: usageObject))
             let choices = json["choices"] as? [Any] ?? []
             return !(dropsUsageChunk && choices.isEmpty)
         case .anthropic:

@@ -29,4 +29,30 @@ import Testing
         #expect(value("usage", #"{"usage""#) == nil)
         #expect(value("usage", #"{"usage":{"a":1"#) == nil)
     }
+
+    @Test func integerMembersWithNestedDetails() {
+        let text = #"{"prompt_tokens": 12, "completion_tokens":5, "total_tokens":17, "note": "a,b}", "prompt_tokens_details": {"cached_tokens": 4, "audio_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 2}}"#
+        let counts = JSONScan.integerMembers(in: Array(text.utf8), nested: ["prompt_tokens_details"])
+        #expect(counts == ["prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17,
+                           "prompt_tokens_details.cached_tokens": 4, "prompt_tokens_details.audio_tokens": 0])
+    }
+
+    @Test func integerMembersSkipsNonIntegers() {
+        let counts = JSONScan.integerMembers(in: Array(#"{"a": -3, "b": 1.5, "c": null, "d": [1, 2], "e": 7}"#.utf8))
+        #expect(counts == ["a": -3, "e": 7])
+    }
+
+    @Test func usageFromResponseBody() {
+        let body = Array(#"{"id":"x","choices":[{"message":{"content":"\"usage\": {\"prompt_tokens\": 999}"}}],"usage":{"prompt_tokens":10,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":4}}}"#.utf8)
+        let usage = UsageParser.usage(endpoint: .chatCompletions, body: body)
+        #expect(usage?.uncachedInputTokens == 6)
+        #expect(usage?.cacheReadTokens == 4)
+        #expect(usage?.outputTokens == 3)
+        let anthropic = Array(#"{"usage":{"input_tokens":25,"output_tokens":7,"cache_creation_input_tokens":3,"cache_read_input_tokens":100}}"#.utf8)
+        let parsed = UsageParser.usage(endpoint: .messages, body: anthropic)
+        #expect(parsed?.uncachedInputTokens == 25)
+        #expect(parsed?.cacheWriteTokens == 3)
+        #expect(parsed?.cacheReadTokens == 100)
+        #expect(parsed?.outputTokens == 7)
+    }
 }
