@@ -24,6 +24,6 @@ let package = Package(
 
         .testTarget(name: "MGPolicyTests", dependencies: ["MGPolicy"]),
         .testTarget(name: "MGGovernorTests", dependencies: ["MGGovernor", "MGPolicy"]),
-        .testTarget(name: "MGProxyTests", dependencies: ["MGProxy"]),
+        .testTarget(name: "MGProxyTests", dependencies: ["MGProxy", "MGGovernor"]),
     ]
 )

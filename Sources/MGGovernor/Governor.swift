@@ -1,5 +1,4 @@
 import MGPolicy
-import Synchronization
 
 /// Decides every call against every layer's rules and keeps the windows,
 /// reservations and spend that those decisions need. Pure: time comes from an
@@ -16,20 +15,15 @@ public final class Governor: Sendable {
 
     private let layers: [Policy]
     private let time: any TimeSource
-    private let state: Mutex<State>
+    private let state: Locked<State>
 
     private struct RuleKey: Hashable {
         var layer: Int
         var rule: Int
     }
 
-    struct WindowEntry {
-        var time: Double
-        var id: UInt64
-    }
-
     private struct RuleState {
-        var entries: [WindowEntry] = []   // admitted calls of the last day, oldest first
+        var window = WindowLog()          // admitted calls within the rule's longest window
         var taskCalls = 0                 // admitted calls in this task, in flight included
         var inFlight = 0
         var settled = USD.zero
@@ -52,7 +46,7 @@ public final class Governor: Sendable {
     public init(layers: [Policy], time: any TimeSource = SystemTimeSource()) {
         self.layers = layers
         self.time = time
-        self.state = Mutex(State())
+        self.state = Locked(State())
     }
 
     public var totals: Totals { state.withLock { $0.totals } }
@@ -96,7 +90,7 @@ public final class Governor: Sendable {
                 state.rules[key]?.reserved -= reservation.cost
                 state.rules[key]?.inFlight -= 1
                 state.rules[key]?.taskCalls -= 1
-                state.rules[key]?.entries.removeAll { $0.id == id }
+                state.rules[key]?.window.remove(id: id)
             }
             state.totals.reserved -= reservation.cost
             state.totals.inFlight -= 1
@@ -158,10 +152,8 @@ public final class Governor: Sendable {
             let ruleState = state.rules[key, default: RuleState()]
             let limits = rule.rateLimit
             for (limit, length, name) in limits.countWindows {
-                let first = firstIndex(in: ruleState.entries, after: now - length)
-                let inWindow = ruleState.entries.count - first
-                if inWindow >= limit {
-                    let reopensAt = limit == 0 ? now + length : ruleState.entries[first + inWindow - limit].time + length
+                if ruleState.window.count(after: now - length) >= limit {
+                    let reopensAt = limit == 0 ? now + length : ruleState.window.reopeningEntryTime(after: now - length, limit: limit) + length
                     refuse(Refusal(
                         kind: .window(retryAfterSeconds: max(0.001, reopensAt - now)),
                         limit: "\(rule.path).rate_limit.\(name)",
@@ -226,9 +218,8 @@ public final class Governor: Sendable {
             state.rules[key, default: RuleState()].inFlight += 1
             state.rules[key, default: RuleState()].reserved += reservedCost
             if let longestWindow = rule.rateLimit.countWindows.map(\.seconds).max() {
-                let expired = firstIndex(in: state.rules[key]!.entries, after: now - longestWindow)
-                if expired > 0 { state.rules[key]!.entries.removeFirst(expired) }
-                state.rules[key]!.entries.append(WindowEntry(time: now, id: id))
+                state.rules[key]!.window.prune(through: now - longestWindow)
+                state.rules[key]!.window.append(time: now, id: id)
             }
             keys.append(key)
         }
@@ -242,17 +233,6 @@ public final class Governor: Sendable {
             rewritesOutputCap: call.producesOutput && outputTokens != call.requestedOutputTokens,
             reservedCost: reservedCost))
     }
-}
-
-/// Returns the index of the first entry newer than `time`; entries are in time order.
-private func firstIndex(in entries: [Governor.WindowEntry], after time: Double) -> Int {
-    var low = 0
-    var high = entries.count
-    while low < high {
-        let middle = (low + high) / 2
-        if entries[middle].time > time { high = middle } else { low = middle + 1 }
-    }
-    return low
 }
 
 func formatSeconds(_ seconds: Double) -> String {

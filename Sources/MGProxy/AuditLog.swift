@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+import MGGovernor
 
 /// One line of the audit log: a call or a decision.
 public struct AuditRecord: Sendable {
@@ -31,7 +31,7 @@ public final class AuditLog: Sendable {
     private let fd: Int32
     private let runID: String
     private let taskID: String
-    private let lock = Mutex(())
+    private let lock = Locked(())
 
     public init(path: String, runID: String, taskID: String) throws(HTTPServerError) {
         let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)

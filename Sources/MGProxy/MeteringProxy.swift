@@ -176,7 +176,7 @@ public final class MeteringProxy: HTTPHandler {
     }
 
     private func forward(_ request: HTTPRequest, call: ParsedCall, admission: Admission, upstream: Upstream, price: ModelPrice, started: Date) -> HTTPResponse {
-        let body = call.upstreamBody(original: request.body, admission: admission)
+        let body = call.upstreamBody(admission: admission)
         let transfer = UpstreamTransfer(
             pool: curl, url: upstream.baseURL + call.endpoint.upstreamPath, method: "POST",
             headers: upstreamHeaders(request, provider: call.endpoint.provider, upstream: upstream), body: body,

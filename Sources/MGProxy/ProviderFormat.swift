@@ -27,10 +27,12 @@ struct ClientError: Error {
     var message: String
 }
 
-/// One LLM request, parsed far enough to bound its cost and to rewrite it.
+/// One LLM request, read far enough to bound its cost and to rewrite it.
 struct ParsedCall {
     var endpoint: Endpoint
-    var json: [String: Any]
+    /// The bytes to forward: the client's, or Foundation's normalised copy when
+    /// the client repeated or escaped a top-level key.
+    var body: [UInt8]
     var model: String
     var stream: Bool
     /// OpenAI streams only: whether the client itself asked for the usage chunk.
@@ -41,28 +43,52 @@ struct ParsedCall {
     var choices: Int
     var inputTokensBound: Int
     var inputTokensEstimate: Int
+    /// Where the top-level members are in `body`, for splicing edits in.
+    private var members: [String: Range<Int>]
+    private var includeUsageValue: Range<Int>?
 
     /// Extra tokens a non-text part (an image, audio, a document) is assumed to
     /// cost on top of its bytes in the request.
     /// NOTE: an estimate; providers bill large images at up to a few thousand tokens.
     static let tokensPerMediaPart = 3_000
 
-    init(endpoint: Endpoint, body: [UInt8]) throws(ClientError) {
-        let provider = endpoint.provider
-        guard let object = try? JSONSerialization.jsonObject(with: Data(body)), let json = object as? [String: Any] else {
-            throw ClientError(status: 400, message: "the request body is not a JSON object")
+    init(endpoint: Endpoint, body original: [UInt8]) throws(ClientError) {
+        let notAnObject = ClientError(status: 400, message: "the request body is not a JSON object")
+        var body = original
+        var document = JSONDocument(body)
+        guard var scanned = document.topLevelMembers() else { throw notAnObject }
+        if scanned.irregularKeys {
+            // Foundation settles repeated keys (the last wins) and escapes; the copy is metered and forwarded.
+            guard let object = try? JSONSerialization.jsonObject(with: Data(original)),
+                  let data = try? JSONSerialization.data(withJSONObject: object, options: [.withoutEscapingSlashes]),
+                  case let copy = JSONDocument(Array(data)), let normalized = copy.topLevelMembers()
+            else { throw notAnObject }
+            body = copy.bytes
+            document = copy
+            scanned = normalized
         }
-        guard let model = json["model"] as? String, !model.isEmpty else {
+        let members = scanned.members
+        guard let modelRange = members["model"], let model = document.string(modelRange), !model.isEmpty else {
             throw ClientError(status: 400, message: "the request has no \"model\" string")
         }
         self.endpoint = endpoint
-        self.json = json
+        self.body = body
+        self.members = members
         self.model = model
-        self.stream = endpoint != .embeddings && (json["stream"] as? Bool ?? false)
-        let streamOptions = json["stream_options"] as? [String: Any]
-        self.clientWantsUsage = streamOptions?["include_usage"] as? Bool ?? false
-        let choices = json["n"] == nil || json["n"] is NSNull ? 1 : json["n"] as? Int ?? -1
-        guard (1...128).contains(choices) else {
+        self.stream = endpoint != .embeddings && (members["stream"].map { document.isLiteral($0, "true") } ?? false)
+
+        var includeUsage: Range<Int>?
+        if let options = members["stream_options"], document.bytes[options.lowerBound] == UInt8(ascii: "{") {
+            document.forEachMember(ofObjectAt: options.lowerBound) { key, value in
+                if document.bytes[key].elementsEqual("include_usage".utf8) { includeUsage = value }
+            }
+        }
+        self.includeUsageValue = includeUsage
+        self.clientWantsUsage = includeUsage.map { document.isLiteral($0, "true") } ?? false
+
+        var choices: Int? = 1
+        if let range = members["n"], !document.isLiteral(range, "null") { choices = document.integer(range) }
+        guard let choices, (1...128).contains(choices) else {
             throw ClientError(status: 400, message: "\"n\" must be an integer from 1 to 128")
         }
         self.choices = choices
@@ -71,17 +97,22 @@ struct ParsedCall {
         var mediaParts = 0
         switch endpoint {
         case .chatCompletions, .messages:
-            guard let messages = json["messages"] as? [Any] else {
+            guard let messages = members["messages"], document.bytes[messages.lowerBound] == UInt8(ascii: "[") else {
                 throw ClientError(status: 400, message: "the request has no \"messages\" list")
             }
-            messageCount = messages.count
-            for case let message as [String: Any] in messages {
-                mediaParts += ParsedCall.countMediaParts(message["content"])
+            document.forEachElement(ofArrayAt: messages.lowerBound) { message in
+                messageCount += 1
+                guard document.bytes[message.lowerBound] == UInt8(ascii: "{") else { return }
+                document.forEachMember(ofObjectAt: message.lowerBound) { key, value in
+                    if document.bytes[key].elementsEqual("content".utf8) {
+                        mediaParts += ParsedCall.countMediaParts(value, in: document)
+                    }
+                }
             }
-            for field in (provider == .openai ? ["max_completion_tokens", "max_tokens"] : ["max_tokens"]) {
+            for field in (endpoint.provider == .openai ? ["max_completion_tokens", "max_tokens"] : ["max_tokens"]) {
                 // null means "no cap", as the providers read it.
-                if let value = json[field], !(value is NSNull) {
-                    guard let cap = value as? Int, cap >= 0 else {
+                if let range = members[field], !document.isLiteral(range, "null") {
+                    guard let cap = document.integer(range), cap >= 0 else {
                         throw ClientError(status: 400, message: "\"\(field)\" must be a non-negative integer")
                     }
                     outputField = field
@@ -90,7 +121,7 @@ struct ParsedCall {
                 }
             }
         case .embeddings:
-            guard json["input"] != nil else {
+            guard members["input"] != nil else {
                 throw ClientError(status: 400, message: "the request has no \"input\"")
             }
         }
@@ -102,17 +133,23 @@ struct ParsedCall {
 
     var actions: [String] { ["llm:\(model)", endpoint.kindAction] }
 
-    /// Counts non-text parts at any depth, such as images inside an Anthropic tool_result.
     static let textPartTypes: Set = ["text", "input_text", "output_text", "tool_result", "tool_use", "thinking"]
 
-    static func countMediaParts(_ content: Any?) -> Int {
-        if content is String { return 0 }
+    /// Counts non-text parts at any depth, such as images inside an Anthropic tool_result.
+    static func countMediaParts(_ range: Range<Int>, in document: JSONDocument) -> Int {
         var count = 0
-        if let part = content as? [String: Any] {
-            if let type = part["type"] as? String, !textPartTypes.contains(type) { count += 1 }
-            for value in part.values { count += countMediaParts(value) }
-        } else if let parts = content as? [Any] {
-            for part in parts { count += countMediaParts(part) }
+        switch document.bytes[range.lowerBound] {
+        case UInt8(ascii: "{"):
+            document.forEachMember(ofObjectAt: range.lowerBound) { key, value in
+                if document.bytes[key].elementsEqual("type".utf8), let type = document.string(value), !textPartTypes.contains(type) {
+                    count += 1
+                }
+                count += countMediaParts(value, in: document)
+            }
+        case UInt8(ascii: "["):
+            document.forEachElement(ofArrayAt: range.lowerBound) { count += countMediaParts($0, in: document) }
+        default:
+            break
         }
         return count
     }
@@ -122,23 +159,38 @@ struct ParsedCall {
 
     /// Returns the body to send upstream: the client's, with the output cap set to
     /// what the governor reserved and, for OpenAI streams, the usage chunk requested.
-    func upstreamBody(original: [UInt8], admission: Admission) -> [UInt8] {
-        var json = self.json
-        var changed = false
+    /// Edits are spliced into the bytes, so everything else goes upstream as the client wrote it.
+    func upstreamBody(admission: Admission) -> [UInt8] {
+        var edits: [(range: Range<Int>, text: String)] = []
+        // The top-level object always has "model", so a member inserted after its "{" takes a comma.
+        let topInsertion = JSONDocument(body).skipSpace(0) + 1
         if admission.rewritesOutputCap, let cap = admission.outputTokens {
-            json[outputField ?? defaultOutputField] = cap
-            changed = true
+            let field = outputField ?? defaultOutputField
+            if let range = members[field] {
+                edits.append((range, String(cap)))
+            } else {
+                edits.append((topInsertion..<topInsertion, "\"\(field)\":\(cap),"))
+            }
         }
         if injectsUsage {
-            var options = json["stream_options"] as? [String: Any] ?? [:]
-            options["include_usage"] = true
-            json["stream_options"] = options
-            changed = true
+            if let value = includeUsageValue {
+                edits.append((value, "true"))
+            } else if let options = members["stream_options"], body[options.lowerBound] == UInt8(ascii: "{") {
+                let inside = options.lowerBound + 1
+                let empty = body[JSONDocument(body).skipSpace(inside)] == UInt8(ascii: "}")
+                edits.append((inside..<inside, empty ? "\"include_usage\":true" : "\"include_usage\":true,"))
+            } else if let options = members["stream_options"] {
+                edits.append((options, "{\"include_usage\":true}"))
+            } else {
+                edits.append((topInsertion..<topInsertion, "\"stream_options\":{\"include_usage\":true},"))
+            }
         }
-        guard changed, let data = try? JSONSerialization.data(withJSONObject: json, options: [.withoutEscapingSlashes]) else {
-            return original
+        guard !edits.isEmpty else { return body }
+        var result = body
+        for edit in edits.sorted(by: { $0.range.lowerBound > $1.range.lowerBound }) {
+            result.replaceSubrange(edit.range, with: Array(edit.text.utf8))
         }
-        return Array(data)
+        return result
     }
 
     /// Reasoning models take only `max_completion_tokens`; others are sent the older, widely accepted `max_tokens`.

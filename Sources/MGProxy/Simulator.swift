@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+import MGGovernor
 
 /// A built-in stand-in for the OpenAI and Anthropic APIs. It responds in each
 /// provider's wire format, streamed or not, with deterministic text and usage,
@@ -15,7 +15,7 @@ public final class SimulatedProvider: HTTPHandler {
     public let latencyMilliseconds: Int
     /// Delay before each streamed event after the first, so tests can cut a stream in the middle.
     public let eventDelayMilliseconds: Int
-    private let requestCounts = Mutex<[String: Int]>([:])
+    private let requestCounts = Locked<[String: Int]>([:])
 
     public init(latencyMilliseconds: Int = 0, eventDelayMilliseconds: Int = 0) {
         self.latencyMilliseconds = latencyMilliseconds

@@ -1,6 +1,6 @@
 import CCurl
 import Foundation
-import Synchronization
+import MGGovernor
 
 /// One HTTP exchange with an upstream provider over libcurl, read at the
 /// caller's pace: `start` sends the request, `waitForStatus` returns once the
@@ -179,7 +179,7 @@ final class CurlPair {
 /// Idle curl handle pairs, shared by all connection threads.
 final class CurlPool: Sendable {
     // The pairs are used by one thread at a time: taken out under the lock, given back under it.
-    private let idle = Mutex<[CurlPair]>([])
+    private let idle = Locked<[CurlPair]>([])
     private static let globalInit: Void = { curl_global_init(Int(CURL_GLOBAL_DEFAULT)) }()
 
     init() {

@@ -210,3 +210,25 @@ struct SplitMix {
         return z ^ (z >> 31)
     }
 }
+
+@Suite struct WindowLogTests {
+    @Test func countsAndPrunesInOrder() {
+        var log = WindowLog()
+        for second in 0..<5_000 { log.append(time: Double(second), id: UInt64(second)) }
+        #expect(log.count(after: 4_989.5) == 10)
+        log.prune(through: 4_000)
+        #expect(log.count == 999)
+        #expect(log.count(after: 0) == 999)
+        #expect(log.reopeningEntryTime(after: 4_989.5, limit: 3) == 4_997)
+    }
+
+    @Test func removeFindsReleasedEntry() {
+        var log = WindowLog()
+        for id in 1...10 { log.append(time: Double(id), id: UInt64(id)) }
+        log.prune(through: 3)
+        log.remove(id: 9)
+        log.remove(id: 2)  // already pruned: nothing happens
+        #expect(log.count == 6)
+        #expect(log.count(after: 8.5) == 1)
+    }
+}

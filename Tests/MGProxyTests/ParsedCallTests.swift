@@ -1,0 +1,107 @@
+import Foundation
+@testable import MGGovernor
+import Testing
+@testable import MGProxy
+
+private func parse(_ text: String, _ endpoint: Endpoint = .chatCompletions) throws(ClientError) -> ParsedCall {
+    try ParsedCall(endpoint: endpoint, body: Array(text.utf8))
+}
+
+private func object(_ bytes: [UInt8]) -> [String: Any] {
+    (try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any] ?? [:]
+}
+
+private func admission(cap: Int?, rewrites: Bool) -> Admission {
+    Admission(id: 1, outputTokens: cap, rewritesOutputCap: rewrites, reservedCost: .zero)
+}
+
+@Suite struct ParsedCallTests {
+    @Test func readsMeteredFields() throws {
+        let call = try parse(#"{"model":"gpt-4o","n":2,"max_tokens":100,"stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"},{"role":"user","content":[{"type":"text","text":"x"},{"type":"image_url","image_url":{"url":"u"}}]}]}"#)
+        #expect(call.model == "gpt-4o")
+        #expect(call.choices == 2)
+        #expect(call.requestedOutput == 100)
+        #expect(call.outputField == "max_tokens")
+        #expect(call.stream)
+        #expect(call.clientWantsUsage)
+        #expect(!call.injectsUsage)
+        #expect(call.inputTokensBound == call.body.count + 16 + 32 + ParsedCall.tokensPerMediaPart)
+    }
+
+    @Test func countsNestedMediaInToolResults() throws {
+        let call = try parse(#"{"model":"claude-haiku-4-5","max_tokens":10,"messages":[{"role":"user","content":[{"type":"tool_result","content":[{"type":"image","source":{"type":"url","url":"u"}},{"type":"image","source":{"type":"url","url":"v"}}]}]}]}"#, .messages)
+        // Two images, each with a nested source whose type is not text: four non-text parts.
+        #expect(call.inputTokensBound == call.body.count + 8 + 32 + 4 * ParsedCall.tokensPerMediaPart)
+    }
+
+    @Test(arguments: [
+        #"not json"#, #"[1,2]"#, #"{"model":"m","messages":[}"#, #"{"model":"m"} extra"#, #"{"model":"m",}"#,
+    ])
+    func rejectsMalformedBodies(text: String) {
+        #expect(throws: ClientError.self) { try parse(text) }
+    }
+
+    @Test func rejectsBadFields() {
+        #expect(throws: ClientError.self) { try parse(#"{"model":"m","messages":[],"n":0}"#) }
+        #expect(throws: ClientError.self) { try parse(#"{"model":"m","messages":[],"max_tokens":-1}"#) }
+        #expect(throws: ClientError.self) { try parse(#"{"model":"","messages":[]}"#) }
+        #expect(throws: ClientError.self) { try parse(#"{"model":"m"}"#) }
+        #expect(throws: ClientError.self) { try parse(#"{"model":"m"}"#, .embeddings) }
+    }
+
+    @Test func acceptsNullCapsAndIntegralDecimals() throws {
+        #expect(try parse(#"{"model":"m","messages":[],"max_tokens":null}"#).requestedOutput == nil)
+        #expect(try parse(#"{"model":"m","messages":[],"max_tokens":16.0}"#).requestedOutput == 16)
+    }
+
+    @Test func rewriteReplacesExistingCap() throws {
+        let call = try parse(#"{"model":"gpt-4o", "max_tokens": 5000, "messages":[{"role":"user","content":"hi"}]}"#)
+        let body = call.upstreamBody(admission: admission(cap: 700, rewrites: true))
+        #expect(String(decoding: body, as: UTF8.self) == #"{"model":"gpt-4o", "max_tokens": 700, "messages":[{"role":"user","content":"hi"}]}"#)
+    }
+
+    @Test func rewriteInsertsCapAndUsage() throws {
+        let call = try parse(#"{"model":"o3","stream":true,"messages":[]}"#)
+        let json = object(call.upstreamBody(admission: admission(cap: 64, rewrites: true)))
+        #expect(json["max_completion_tokens"] as? Int == 64)
+        #expect((json["stream_options"] as? [String: Any])?["include_usage"] as? Bool == true)
+        #expect(json["model"] as? String == "o3")
+    }
+
+    @Test func usageAddedToExistingOptions() throws {
+        let empty = try parse(#"{"model":"m","stream":true,"stream_options":{},"messages":[]}"#)
+        #expect(String(decoding: empty.upstreamBody(admission: admission(cap: 1, rewrites: false)), as: UTF8.self)
+                == #"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#)
+        let other = try parse(#"{"model":"m","stream":true,"stream_options":{"include_obfuscation":false},"messages":[]}"#)
+        let options = object(other.upstreamBody(admission: admission(cap: 1, rewrites: false)))["stream_options"] as? [String: Any]
+        #expect(options?["include_usage"] as? Bool == true)
+        #expect(options?["include_obfuscation"] as? Bool == false)
+        let off = try parse(#"{"model":"m","stream":true,"stream_options":{"include_usage":false},"messages":[]}"#)
+        #expect(String(decoding: off.upstreamBody(admission: admission(cap: 1, rewrites: false)), as: UTF8.self)
+                == #"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#)
+        let null = try parse(#"{"model":"m","stream":true,"stream_options":null,"messages":[]}"#)
+        #expect((object(null.upstreamBody(admission: admission(cap: 1, rewrites: false)))["stream_options"] as? [String: Any])?["include_usage"] as? Bool == true)
+    }
+
+    @Test func unchangedBodyForwardedAsSent() throws {
+        let text = #"{ "model" : "m", "max_tokens": 10, "messages": [ ] }"#
+        let call = try parse(text)
+        #expect(call.upstreamBody(admission: admission(cap: 10, rewrites: false)) == Array(text.utf8))
+    }
+
+    @Test func repeatedKeysNormalisedLastWins() throws {
+        let call = try parse(#"{"model":"m","max_tokens":5,"max_tokens":9000,"messages":[]}"#)
+        #expect(call.requestedOutput == 9000)
+        let json = object(call.upstreamBody(admission: admission(cap: 100, rewrites: true)))
+        #expect(json["max_tokens"] as? Int == 100)
+    }
+
+    @Test func escapedModelDecoded() throws {
+        #expect(try parse(#"{"model":"gpt-4o\u002dmini","messages":[]}"#).model == "gpt-4o-mini")
+    }
+
+    @Test func deepNestingRejected() {
+        let deep = #"{"model":"m","messages":["# + String(repeating: "[", count: 10_000) + String(repeating: "]", count: 10_000) + "]}"
+        #expect(throws: ClientError.self) { try parse(deep) }
+    }
+}
