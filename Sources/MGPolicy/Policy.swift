@@ -54,7 +54,12 @@ public struct Rule: Sendable {
     }
 
     public func matches(_ actionName: String) -> Bool {
-        globMatches(pattern: Array(action.utf8), name: Array(actionName.utf8))
+        var pattern = action
+        var name = actionName
+        // Contiguous UTF-8 views, so matching a call against every rule allocates nothing.
+        return pattern.withUTF8 { patternBytes in
+            name.withUTF8 { nameBytes in globMatches(pattern: patternBytes, name: nameBytes) }
+        }
     }
 }
 
@@ -96,7 +101,7 @@ public struct Policy: Sendable {
 }
 
 /// Matches `*` against any run of bytes; every other byte matches itself.
-func globMatches(pattern: [UInt8], name: [UInt8]) -> Bool {
+func globMatches(pattern: UnsafeBufferPointer<UInt8>, name: UnsafeBufferPointer<UInt8>) -> Bool {
     var p = 0, n = 0
     var starAt = -1, resumeAt = 0
     let star = UInt8(ascii: "*")

@@ -125,7 +125,7 @@ public final class MeteringProxy: HTTPHandler {
                    status: error.status, started: started)
             return ErrorBody.response(provider, status: error.status, type: "invalid_request_error", code: nil, message: error.message)
         }
-        let action = call.actions[0]
+        let action = call.modelAction
         guard let price = configuration.prices.price(for: call.model) else {
             let message = "model '\(call.model)' has no price, so mg-run cannot bound its cost; add it under models: in \(configuration.prices.file) or in a file passed with --prices"
             governor.countDenial()
@@ -155,7 +155,7 @@ public final class MeteringProxy: HTTPHandler {
         let concludes = configuration.onLimitExceeded.action == .gracefulConclude && refusal.kind != .forbidden && call.endpoint != .embeddings
         if concludes {
             governor.recordConclusion()
-            record(AuditRecord(action: call.actions[0], model: call.model, decision: "conclude", reason: refusal.message), status: 200, started: started)
+            record(AuditRecord(action: call.modelAction, model: call.model, decision: "conclude", reason: refusal.message), status: 200, started: started)
             if let stopReason = refusal.stopReason,
                conclusionsAfterCeiling.add(1, ordering: .relaxed).newValue > MeteringProxy.conclusionsBeforeStop {
                 stop(stopReason, because: "the agent kept calling after \(MeteringProxy.conclusionsBeforeStop) conclusion replies")
@@ -163,7 +163,7 @@ public final class MeteringProxy: HTTPHandler {
             return Conclusion.response(for: call, text: configuration.onLimitExceeded.messageToAgent)
         }
         let response = ErrorBody.refusal(refusal, provider: call.endpoint.provider)
-        record(AuditRecord(action: call.actions[0], model: call.model, decision: "deny", reason: refusal.message), status: response.status, started: started)
+        record(AuditRecord(action: call.modelAction, model: call.model, decision: "deny", reason: refusal.message), status: response.status, started: started)
         if let stopReason = refusal.stopReason {
             stop(stopReason, because: refusal.message)
         }
@@ -187,8 +187,8 @@ public final class MeteringProxy: HTTPHandler {
             transfer.close()
             governor.release(admission.id)
             let reason = "upstream \(upstream.baseURL) failed: \(transfer.failure ?? "no response")"
-            logger.error("upstream request failed", [("action", call.actions[0]), ("error", transfer.failure ?? "no response")])
-            record(AuditRecord(action: call.actions[0], model: call.model, decision: "allow", reason: reason), status: 502, started: started)
+            logger.error("upstream request failed", [("action", call.modelAction), ("error", transfer.failure ?? "no response")])
+            record(AuditRecord(action: call.modelAction, model: call.model, decision: "allow", reason: reason), status: 502, started: started)
             return ErrorBody.response(call.endpoint.provider, status: 502, type: "api_error", code: nil, message: "mg-run could not reach the upstream: \(reason)")
         }
         let headers = transfer.responseHeaders
@@ -197,8 +197,8 @@ public final class MeteringProxy: HTTPHandler {
             let errorBody = transfer.readAll()
             transfer.close()
             governor.release(admission.id)
-            logger.warning("upstream refused the call", [("action", call.actions[0]), ("status", String(transfer.status))])
-            record(AuditRecord(action: call.actions[0], model: call.model, decision: "allow", reason: "upstream answered \(transfer.status)"),
+            logger.warning("upstream refused the call", [("action", call.modelAction), ("status", String(transfer.status))])
+            record(AuditRecord(action: call.modelAction, model: call.model, decision: "allow", reason: "upstream answered \(transfer.status)"),
                    status: transfer.status, started: started)
             return HTTPResponse(status: transfer.status, headers: headers, body: .bytes(errorBody))
         }
@@ -210,7 +210,7 @@ public final class MeteringProxy: HTTPHandler {
         let failure = transfer.failure
         transfer.close()
         let usage = UsageParser.usage(endpoint: call.endpoint, body: responseBody) ?? estimate(call, admission: admission)
-        let (action, model, status) = (call.actions[0], call.model, transfer.status)
+        let (action, model, status) = (call.modelAction, call.model, transfer.status)
         let reason = failure.map { "upstream transfer failed: \($0)" } ?? "ok"
         // Settled once the response is on its way: the reservation covers the call until then.
         return HTTPResponse(status: status, headers: headers, body: .bytes(responseBody)) { [self] in
@@ -316,12 +316,12 @@ final class MeteredStream: ResponseStream, @unchecked Sendable {
             // so read the stream to its end to learn the real usage.
             while let chunk = transfer.nextChunk() { _ = tracker.feed(chunk) }
             reason = "client disconnected before the end of the stream"
-            proxy.logger.info("client disconnected mid-stream; drained the upstream to settle", [("action", call.actions[0])])
+            proxy.logger.info("client disconnected mid-stream; drained the upstream to settle", [("action", call.modelAction)])
         }
         if let failure = transfer.failure { reason = "upstream stream failed: \(failure)" }
         transfer.close()
         let usage = tracker.usage ?? proxy.estimate(call, admission: admission)
-        proxy.settle(action: call.actions[0], model: call.model, admission: admission, usage: usage, status: transfer.status, started: started, reason: reason)
+        proxy.settle(action: call.modelAction, model: call.model, admission: admission, usage: usage, status: transfer.status, started: started, reason: reason)
     }
 }
 

@@ -34,6 +34,8 @@ struct ParsedCall {
     /// the client repeated or escaped a top-level key.
     var body: [UInt8]
     var model: String
+    /// `llm:<model>`, built once because every audit line and decision uses it.
+    var modelAction: String
     var stream: Bool
     /// OpenAI streams only: whether the client itself asked for the usage chunk.
     var clientWantsUsage: Bool
@@ -75,6 +77,7 @@ struct ParsedCall {
         self.body = body
         self.members = members
         self.model = model
+        self.modelAction = "llm:\(model)"
         self.stream = endpoint != .embeddings && (members["stream"].map { document.isLiteral($0, "true") } ?? false)
 
         var includeUsage: Range<Int>?
@@ -131,7 +134,8 @@ struct ParsedCall {
         self.inputTokensEstimate = body.count / 4 + 4 * messageCount + 3 + ParsedCall.tokensPerMediaPart * mediaParts
     }
 
-    var actions: [String] { ["llm:\(model)", endpoint.kindAction] }
+    /// The names the call is governed under: `llm:<model>` first, then its kind.
+    var actions: [String] { [modelAction, endpoint.kindAction] }
 
     static let textPartTypes: Set = ["text", "input_text", "output_text", "tool_result", "tool_use", "thinking"]
 
