@@ -12,12 +12,16 @@ public enum CommandLineInterface {
     Usage:
       mg-run [run] [options] -- COMMAND [ARG...]
       mg-run simulate [--port P] [--simulate-latency-ms N]
+      mg-run check [--explain] FILE...
       mg-run --help | --version
 
     mg-run starts a metering proxy on 127.0.0.1, runs COMMAND with
     OPENAI_BASE_URL, ANTHROPIC_BASE_URL and a per-run token in place of the real
     keys, enforces the policy on every LLM call, and stops the whole process
     tree when a task cost ceiling is spent or --max-duration passes.
+
+    mg-run check validates policy files and prints every error (exit 1) or
+    "valid" (exit 0); --explain also prints each rule's limits as a table.
 
     Options for run:
       --policy FILE           policy layer (repeatable; every layer must allow a call)
@@ -61,6 +65,9 @@ public enum CommandLineInterface {
         }
         if rest.first == "simulate" {
             return simulate(Array(rest.dropFirst()), logger: logger)
+        }
+        if rest.first == "check" {
+            return PolicyCheck.run(Array(rest.dropFirst()))
         }
         if rest.first == "run" { rest.removeFirst() }
         do {

@@ -261,3 +261,28 @@ def test_null_max_tokens_accepted(tmp_path):
     assert result.returncode == 0, result.stderr
     assert int(result.stdout) > 0
     assert result.audit[0]["status"] == 200
+
+
+def test_check_explains_valid_profile():
+    result = subprocess.run([MG_RUN, "check", "--explain", str(ROOT / "profiles/basic.yaml")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"{ROOT / 'profiles/basic.yaml'}: valid, 1 rule"
+    assert "  default_effect: deny" in lines
+    row = next(line for line in lines if line.strip().startswith("rules[0]")).split()
+    assert row == ["rules[0]", "llm:*", "allow", "60", "1000", "-", "500", "64000", "0.5", "1"]
+
+
+def test_check_reports_all_errors(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("rules: [{action: 'llm:*'}]\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rules:\n  - action: 'llm:*'\n    effect: alow\n    rate_limit: {max_per_hour: -3}\nbudget: {}\n")
+    result = subprocess.run([MG_RUN, "check", str(good), str(bad)], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stdout == f"{good}: valid, 1 rule\n"
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 3
+    assert errors[0].startswith(f"{bad}:3:13: rules[0].effect: invalid value 'alow'")
+    assert errors[1] == f"{bad}:4:32: rules[0].rate_limit.max_per_hour: must not be negative, got -3"
+    assert errors[2].startswith(f"{bad}:5:1: budget: is not supported yet")
