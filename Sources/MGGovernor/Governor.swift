@@ -170,6 +170,26 @@ public final class Governor: Sendable {
                                    message: "\(call.actions[0]) refused: \(path) (\(limit)) is taken by calls in flight; retry in 1s"))
                 }
             }
+            if let limit = limits.maxConcurrent, ruleState.inFlight >= limit {
+                let path = "\(rule.path).rate_limit.max_concurrent"
+                refuse(Refusal(kind: .window(retryAfterSeconds: 1), limit: path,
+                               message: "\(call.actions[0]) refused: \(path) (\(limit)) calls are in flight at \(rule.position); retry in 1s"))
+            }
+            if let limit = limits.maxInputTokensPerCall, call.inputTokensEstimate > limit {
+                let path = "\(rule.path).rate_limit.max_input_tokens_per_call"
+                refuse(Refusal(kind: .forbidden, limit: path,
+                               message: "\(call.actions[0]) refused: about \(call.inputTokensEstimate) input tokens exceed \(path) (\(limit)) at \(rule.position); shorten the request"))
+            }
+            if let limit = limits.maxOutputTokensPerCall, call.producesOutput {
+                let path = "\(rule.path).rate_limit.max_output_tokens_per_call"
+                let perChoice = limit / call.choices
+                if perChoice < minimumOutput {
+                    refuse(Refusal(kind: .forbidden, limit: path,
+                                   message: "\(call.actions[0]) refused: \(path) (\(limit)) leaves fewer than \(minimumOutput) output tokens for each of \(call.choices) choices at \(rule.position); lower n"))
+                } else {
+                    outputCap = min(outputCap, perChoice)
+                }
+            }
             if let limit = limits.maxTokensPerCall {
                 let path = "\(rule.path).rate_limit.max_tokens_per_call"
                 let left = (limit - call.inputTokensEstimate) / call.choices
@@ -182,7 +202,7 @@ public final class Governor: Sendable {
                 }
             }
             if let ceiling = rule.costCeiling.maxUSDPerCall {
-                let path = "\(rule.path).cost_ceiling.max_usd_per_call"
+                let path = "\(rule.path).\(rule.costCeiling.perCallSection).max_usd_per_call"
                 if let affordable = affordableOutput(ceiling), affordable >= minimumOutput {
                     outputCap = min(outputCap, affordable)
                 } else {
@@ -191,7 +211,7 @@ public final class Governor: Sendable {
                 }
             }
             if let ceiling = rule.costCeiling.maxUSDPerTask {
-                let path = "\(rule.path).cost_ceiling.max_usd_per_task"
+                let path = "\(rule.path).\(rule.costCeiling.perTaskSection).max_usd_per_task"
                 if let affordable = affordableOutput(ceiling - ruleState.settled - ruleState.reserved), affordable >= minimumOutput {
                     outputCap = min(outputCap, affordable)
                 } else if let affordable = affordableOutput(ceiling - ruleState.settled), affordable >= minimumOutput {
@@ -244,6 +264,7 @@ extension RateLimit {
     /// The rolling count windows this limit sets, with their length and policy key.
     var countWindows: [(limit: Int, seconds: Double, key: String)] {
         var windows: [(limit: Int, seconds: Double, key: String)] = []
+        if let limit = maxPerSecond { windows.append((limit, 1, "max_per_second")) }
         if let limit = maxPerMinute { windows.append((limit, 60, "max_per_minute")) }
         if let limit = maxPerHour { windows.append((limit, 3_600, "max_per_hour")) }
         if let limit = maxPerDay { windows.append((limit, 86_400, "max_per_day")) }

@@ -6,6 +6,7 @@ public enum Effect: String, Sendable {
 
 /// Count and token limits of one rule. Every window is rolling.
 public struct RateLimit: Sendable, Equatable {
+    public var maxPerSecond: Int?
     public var maxPerMinute: Int?
     public var maxPerHour: Int?
     /// Per run until the ledger exists: mg-run keeps no state between runs yet.
@@ -13,8 +14,16 @@ public struct RateLimit: Sendable, Equatable {
     public var maxPerTask: Int?
     /// Input (estimated) plus output tokens of one call.
     public var maxTokensPerCall: Int?
+    /// Estimated input tokens of one call.
+    public var maxInputTokensPerCall: Int?
+    /// Output tokens of one call, all choices together; enforced by capping max_tokens.
+    public var maxOutputTokensPerCall: Int?
+    /// Calls of this rule in flight at once.
+    public var maxConcurrent: Int?
 
-    public init(maxPerMinute: Int? = nil, maxPerHour: Int? = nil, maxPerDay: Int? = nil, maxPerTask: Int? = nil, maxTokensPerCall: Int? = nil) {
+    public init(maxPerSecond: Int? = nil, maxPerMinute: Int? = nil, maxPerHour: Int? = nil, maxPerDay: Int? = nil, maxPerTask: Int? = nil,
+                maxTokensPerCall: Int? = nil) {
+        self.maxPerSecond = maxPerSecond
         self.maxPerMinute = maxPerMinute
         self.maxPerHour = maxPerHour
         self.maxPerDay = maxPerDay
@@ -26,10 +35,25 @@ public struct RateLimit: Sendable, Equatable {
 public struct CostCeiling: Sendable, Equatable {
     public var maxUSDPerCall: USD?
     public var maxUSDPerTask: USD?
+    /// The section each ceiling was written in, `cost_ceiling` or `rate_limit`, for messages.
+    public var perCallSection = "cost_ceiling"
+    public var perTaskSection = "cost_ceiling"
 
     public init(maxUSDPerCall: USD? = nil, maxUSDPerTask: USD? = nil) {
         self.maxUSDPerCall = maxUSDPerCall
         self.maxUSDPerTask = maxUSDPerTask
+    }
+
+    /// Adds a ceiling written under `rate_limit`, which means the same as under `cost_ceiling`; the lower one wins.
+    public mutating func merge(perCall: USD?, perTask: USD?) {
+        if let perCall, perCall < (maxUSDPerCall ?? perCall + USD(picodollars: 1)) {
+            maxUSDPerCall = perCall
+            perCallSection = "rate_limit"
+        }
+        if let perTask, perTask < (maxUSDPerTask ?? perTask + USD(picodollars: 1)) {
+            maxUSDPerTask = perTask
+            perTaskSection = "rate_limit"
+        }
     }
 }
 

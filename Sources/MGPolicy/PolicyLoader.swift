@@ -13,12 +13,14 @@ public enum PolicyLoader {
     ]
     static let supportedRuleKeys = ["action", "effect", "rate_limit", "cost_ceiling", "name", "description"]
     static let notSupportedRuleKeys = ["conditions", "behavioral_limits", "requires", "audit", "essential"]
-    static let supportedRateLimitKeys = ["max_per_minute", "max_per_hour", "max_per_day", "max_per_task", "max_tokens_per_call"]
+    static let supportedRateLimitKeys = [
+        "max_per_second", "max_per_minute", "max_per_hour", "max_per_day", "max_per_task", "max_concurrent",
+        "max_tokens_per_call", "max_input_tokens_per_call", "max_output_tokens_per_call", "max_usd_per_call", "max_usd_per_task",
+    ]
     static let notSupportedRateLimitKeys = [
-        "max_per_second", "max_concurrent", "max_depth", "max_input_tokens_per_call", "max_output_tokens_per_call",
-        "max_tokens_per_minute", "max_tokens_per_hour", "max_tokens_per_day", "max_consecutive", "max_retries",
+        "max_depth", "max_tokens_per_minute", "max_tokens_per_hour", "max_tokens_per_day", "max_consecutive", "max_retries",
         "max_consecutive_failures", "retry_delay_seconds", "cooldown_seconds", "cooldown_after_limit", "window",
-        "max_usd_per_call", "max_usd_per_minute", "max_usd_per_hour", "max_usd_per_day", "max_usd_per_task",
+        "max_usd_per_minute", "max_usd_per_hour", "max_usd_per_day",
     ]
     static let supportedCeilingKeys = ["max_usd_per_call", "max_usd_per_task"]
     static let notSupportedCeilingKeys = ["max_usd_per_minute", "max_usd_per_hour", "max_usd_per_day"]
@@ -99,30 +101,41 @@ public enum PolicyLoader {
         if let effectNode = keys["effect"], let text = reader.choice(effectNode, path: "\(path).effect", among: ["allow", "deny"]) {
             rule.effect = Effect(rawValue: text) ?? .allow
         }
+        var rateLimitDollars: (perCall: USD?, perTask: USD?) = (nil, nil)
         if let limitNode = keys["rate_limit"] {
-            rule.rateLimit = readRateLimit(limitNode, path: "\(path).rate_limit", reader: &reader)
+            (rule.rateLimit, rateLimitDollars) = readRateLimit(limitNode, path: "\(path).rate_limit", reader: &reader)
         }
         if let ceilingNode = keys["cost_ceiling"] {
             rule.costCeiling = readCostCeiling(ceilingNode, path: "\(path).cost_ceiling", reader: &reader)
         }
+        rule.costCeiling.merge(perCall: rateLimitDollars.perCall, perTask: rateLimitDollars.perTask)
         for key in ["name", "description"] {
             if let metadataNode = keys[key] { _ = reader.string(metadataNode, path: "\(path).\(key)") }
         }
         return rule
     }
 
-    static func readRateLimit(_ node: YAMLNode, path: String, reader: inout SchemaReader) -> RateLimit {
+    /// Reads a rate-limit object; its dollar keys are returned apart, because they mean the same as `cost_ceiling`'s.
+    static func readRateLimit(_ node: YAMLNode, path: String, reader: inout SchemaReader) -> (RateLimit, (perCall: USD?, perTask: USD?)) {
         var limit = RateLimit()
-        guard let keys = reader.mapping(node, path: path, supported: supportedRateLimitKeys, notSupportedYet: notSupportedRateLimitKeys) else { return limit }
+        guard let keys = reader.mapping(node, path: path, supported: supportedRateLimitKeys, notSupportedYet: notSupportedRateLimitKeys) else {
+            return (limit, (nil, nil))
+        }
         func count(_ key: String) -> Int? {
             keys[key].flatMap { reader.count($0, path: "\(path).\(key)") }
         }
+        limit.maxPerSecond = count("max_per_second")
         limit.maxPerMinute = count("max_per_minute")
         limit.maxPerHour = count("max_per_hour")
         limit.maxPerDay = count("max_per_day")
         limit.maxPerTask = count("max_per_task")
         limit.maxTokensPerCall = count("max_tokens_per_call")
-        return limit
+        limit.maxInputTokensPerCall = count("max_input_tokens_per_call")
+        limit.maxOutputTokensPerCall = count("max_output_tokens_per_call")
+        limit.maxConcurrent = count("max_concurrent")
+        let perCall = keys["max_usd_per_call"].flatMap { reader.dollars($0, path: "\(path).max_usd_per_call") }
+        let perTask = keys["max_usd_per_task"].flatMap { reader.dollars($0, path: "\(path).max_usd_per_task") }
+        return (limit, (perCall, perTask))
     }
 
     static func readCostCeiling(_ node: YAMLNode, path: String, reader: inout SchemaReader) -> CostCeiling {

@@ -48,15 +48,17 @@ enum PolicyCheck {
         let onLimit = policy.onLimitExceeded ?? OnLimitExceeded()
         lines.append("  on_limit_exceeded: \(onLimit.action.rawValue)")
 
-        let header = ["rule", "action", "effect", "/minute", "/hour", "/day", "/task", "tokens/call", "USD/call", "USD/task"]
+        let header = ["rule", "action", "effect", "/second", "/minute", "/hour", "/day", "/task", "concurrent",
+                      "tokens/call", "in/call", "out/call", "USD/call", "USD/task"]
         var rows = [header]
         for rule in policy.rules {
             let limits = rule.rateLimit
             func count(_ value: Int?) -> String { value.map(String.init) ?? "-" }
             rows.append([
                 rule.path, rule.action, rule.effect.rawValue,
-                count(limits.maxPerMinute), count(limits.maxPerHour), count(limits.maxPerDay), count(limits.maxPerTask),
-                count(limits.maxTokensPerCall),
+                count(limits.maxPerSecond), count(limits.maxPerMinute), count(limits.maxPerHour), count(limits.maxPerDay),
+                count(limits.maxPerTask), count(limits.maxConcurrent),
+                count(limits.maxTokensPerCall), count(limits.maxInputTokensPerCall), count(limits.maxOutputTokensPerCall),
                 rule.costCeiling.maxUSDPerCall?.description ?? "-", rule.costCeiling.maxUSDPerTask?.description ?? "-",
             ])
         }

@@ -85,6 +85,43 @@ extension Decision {
         #expect(subject.admit(call()).refusal?.kind == .quota)
     }
 
+    @Test func secondWindow() {
+        let time = ManualTimeSource()
+        let subject = governor([Rule(action: "llm:*", rateLimit: RateLimit(maxPerSecond: 2))], time: time)
+        #expect(subject.admit(call()).admission != nil)
+        #expect(subject.admit(call()).admission != nil)
+        #expect(subject.admit(call()).refusal?.limit == "rules[0].rate_limit.max_per_second")
+        time.advance(by: 1.01)
+        #expect(subject.admit(call()).admission != nil)
+    }
+
+    @Test func concurrencyFreesOnSettleAndRelease() {
+        var limits = RateLimit()
+        limits.maxConcurrent = 2
+        let subject = governor([Rule(action: "llm:*", rateLimit: limits)])
+        let first = subject.admit(call()).admission!
+        let second = subject.admit(call()).admission!
+        let refusal = subject.admit(call()).refusal
+        #expect(refusal?.kind == .window(retryAfterSeconds: 1))
+        #expect(refusal?.limit == "rules[0].rate_limit.max_concurrent")
+        subject.settle(first.id, usage: Usage(uncachedInputTokens: 1, outputTokens: 1))
+        #expect(subject.admit(call()).admission != nil)
+        subject.release(second.id)
+        #expect(subject.admit(call()).admission != nil)
+    }
+
+    @Test func inputAndOutputTokenCaps() {
+        var limits = RateLimit()
+        limits.maxInputTokensPerCall = 50
+        limits.maxOutputTokensPerCall = 300
+        let subject = governor([Rule(action: "llm:*", rateLimit: limits)])
+        // call() estimates input at a quarter of its bound.
+        #expect(subject.admit(call(input: 400)).refusal?.limit == "rules[0].rate_limit.max_input_tokens_per_call")
+        #expect(subject.admit(call(input: 100)).admission?.outputTokens == 300)
+        #expect(subject.admit(call(input: 100, choices: 3)).admission?.outputTokens == 100)
+        #expect(subject.admit(call(input: 100, choices: 30)).refusal?.kind == .forbidden)
+    }
+
     @Test func hourAndDayWindows() {
         let time = ManualTimeSource()
         let subject = governor([Rule(action: "llm:*", rateLimit: RateLimit(maxPerHour: 2, maxPerDay: 3))], time: time)
@@ -135,6 +172,14 @@ extension Decision {
         let subject = governor([Rule(action: "llm:*", rateLimit: RateLimit(maxTokensPerCall: 225))])
         #expect(subject.admit(call(input: 100)).admission?.outputTokens == 200)
         #expect(subject.admit(call(input: 1_000)).refusal?.kind == .forbidden)
+    }
+
+    @Test func rateLimitCeilingNamedInRefusal() {
+        var ceiling = CostCeiling()
+        ceiling.merge(perCall: nil, perTask: dollars("0.0001"))
+        let refusal = governor([Rule(action: "llm:*", costCeiling: ceiling)]).admit(call(input: 1_000)).refusal
+        #expect(refusal?.limit == "rules[0].rate_limit.max_usd_per_task")
+        #expect(refusal?.stopReason == "cost_ceiling:max_usd_per_task")
     }
 
     @Test func taskCeilingStopsWhenSpent() {

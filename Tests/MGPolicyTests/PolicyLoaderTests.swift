@@ -41,6 +41,26 @@ private func errors(of text: String, file: String = "policy.yaml") -> [String] {
         #expect(policy.onLimitExceeded?.messageToAgent == "wrap up")
     }
 
+    @Test func loadsPerCallAndConcurrencyLimits() throws {
+        let policy = try PolicyLoader.parse(text: """
+            rules:
+              - action: "llm:*"
+                rate_limit: {max_per_second: 2, max_concurrent: 3, max_input_tokens_per_call: 900, max_output_tokens_per_call: 500,
+                             max_usd_per_call: 0.10, max_usd_per_task: 5}
+                cost_ceiling: {max_usd_per_task: 2}
+            """, file: "p.yaml")
+        let rule = policy.rules[0]
+        #expect(rule.rateLimit.maxPerSecond == 2)
+        #expect(rule.rateLimit.maxConcurrent == 3)
+        #expect(rule.rateLimit.maxInputTokensPerCall == 900)
+        #expect(rule.rateLimit.maxOutputTokensPerCall == 500)
+        #expect(rule.costCeiling.maxUSDPerCall == USD(decimalText: "0.10"))
+        #expect(rule.costCeiling.perCallSection == "rate_limit")
+        // The lower of the two task ceilings wins, and its section is kept for messages.
+        #expect(rule.costCeiling.maxUSDPerTask == USD(decimalText: "2"))
+        #expect(rule.costCeiling.perTaskSection == "cost_ceiling")
+    }
+
     @Test func unknownKeySuggestsSpelling() {
         let found = errors(of: """
             rules:
@@ -99,14 +119,14 @@ private func errors(of text: String, file: String = "policy.yaml") -> [String] {
             rules:
               - action: "llm:*"
                 conditions: ["cost_today < 5"]
-                rate_limit: {max_concurrent: 2}
+                rate_limit: {max_consecutive: 2}
             on_limit_exceeded:
               action: queue
             """)
         #expect(found.count == 4)
         #expect(found[0].hasPrefix("policy.yaml:1:1: time_restrictions: is not supported yet by this version of mg-run"))
         #expect(found[1].hasPrefix("policy.yaml:5:5: rules[0].conditions: is not supported yet"))
-        #expect(found[2].hasPrefix("policy.yaml:6:18: rules[0].rate_limit.max_concurrent: is not supported yet"))
+        #expect(found[2].hasPrefix("policy.yaml:6:18: rules[0].rate_limit.max_consecutive: is not supported yet"))
         #expect(found[3] == "policy.yaml:8:11: on_limit_exceeded.action: 'queue' is not supported yet by this version of mg-run; use deny or graceful_conclude")
     }
 

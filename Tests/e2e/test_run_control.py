@@ -270,7 +270,7 @@ def test_check_explains_valid_profile():
     assert lines[0] == f"{ROOT / 'profiles/basic.yaml'}: valid, 1 rule"
     assert "  default_effect: deny" in lines
     row = next(line for line in lines if line.strip().startswith("rules[0]")).split()
-    assert row == ["rules[0]", "llm:*", "allow", "60", "1000", "-", "500", "64000", "0.5", "1"]
+    assert row == ["rules[0]", "llm:*", "allow", "-", "60", "1000", "-", "500", "-", "64000", "-", "-", "0.5", "1"]
 
 
 def test_check_reports_all_errors(tmp_path):
