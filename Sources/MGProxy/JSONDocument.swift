@@ -6,6 +6,13 @@ import Foundation
 /// Foundation's parser was a large share of the per-call cost.
 struct JSONDocument {
     let bytes: [UInt8]
+    /// Set when a walk met an object key with an escape at any depth. Such a key
+    /// reads differently as bytes than as text, so callers normalise the document.
+    private let walk = WalkFlags()
+
+    private final class WalkFlags {
+        var escapedKey = false
+    }
 
     /// Nesting deeper than this is rejected, so hostile input cannot exhaust the stack.
     static let maxDepth = 256
@@ -53,6 +60,7 @@ struct JSONDocument {
         while true {
             guard index < bytes.count, bytes[index] == UInt8(ascii: "\""), let keyEnd = stringEnd(from: index) else { return nil }
             let key = (index + 1)..<(keyEnd - 1)
+            if bytes[key].contains(UInt8(ascii: "\\")) { walk.escapedKey = true }
             index = skipSpace(keyEnd)
             guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { return nil }
             let valueStart = skipSpace(index + 1)
@@ -101,19 +109,31 @@ struct JSONDocument {
         return start + count
     }
 
+    /// Follows JSON's number grammar: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
     private func numberEnd(from start: Int) -> Int? {
         var index = start
-        var digits = 0
-        while index < bytes.count {
-            let byte = bytes[index]
-            if byte >= 0x30 && byte <= 0x39 {
-                digits += 1
-            } else if !(byte == UInt8(ascii: "-") || byte == UInt8(ascii: "+") || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "e") || byte == UInt8(ascii: "E")) {
-                break
-            }
-            index += 1
+        func isDigit(_ position: Int) -> Bool { position < bytes.count && bytes[position] >= 0x30 && bytes[position] <= 0x39 }
+        func digits() -> Bool {
+            guard isDigit(index) else { return false }
+            while isDigit(index) { index += 1 }
+            return true
         }
-        return digits > 0 ? index : nil
+        if index < bytes.count && bytes[index] == UInt8(ascii: "-") { index += 1 }
+        if index < bytes.count && bytes[index] == UInt8(ascii: "0") {
+            index += 1
+        } else if !digits() {
+            return nil
+        }
+        if index < bytes.count && bytes[index] == UInt8(ascii: ".") {
+            index += 1
+            guard digits() else { return nil }
+        }
+        if index < bytes.count && (bytes[index] == UInt8(ascii: "e") || bytes[index] == UInt8(ascii: "E")) {
+            index += 1
+            if index < bytes.count && (bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-")) { index += 1 }
+            guard digits() else { return nil }
+        }
+        return index
     }
 
     // MARK: - Reading values
@@ -140,16 +160,17 @@ struct JSONDocument {
         return Int(value)
     }
 
-    /// Returns the top-level members by key and whether any key repeats or needs unescaping.
+    /// Returns the top-level members by key, and whether any top-level key
+    /// repeats or any key at any depth has an escape.
     func topLevelMembers() -> (members: [String: Range<Int>], irregularKeys: Bool)? {
         let start = skipSpace(0)
         var members: [String: Range<Int>] = [:]
-        var irregular = false
+        var repeated = false
+        walk.escapedKey = false
         guard let end = forEachMember(ofObjectAt: start, { key, value in
-            if bytes[key].contains(UInt8(ascii: "\\")) { irregular = true }
             let name = String(decoding: bytes[key], as: UTF8.self)
-            if members.updateValue(value, forKey: name) != nil { irregular = true }
+            if members.updateValue(value, forKey: name) != nil { repeated = true }
         }), skipSpace(end) == bytes.count else { return nil }
-        return (members, irregular)
+        return (members, repeated || walk.escapedKey)
     }
 }

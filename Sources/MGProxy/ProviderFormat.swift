@@ -39,8 +39,9 @@ struct ParsedCall {
     var stream: Bool
     /// OpenAI streams only: whether the client itself asked for the usage chunk.
     var clientWantsUsage: Bool
-    /// The output cap field the client used, and its value.
-    var outputField: String?
+    /// The output cap fields the client set, and the largest of their values,
+    /// because an upstream may read either when both are present.
+    var outputFields: [String] = []
     var requestedOutput: Int?
     var choices: Int
     var inputTokensBound: Int
@@ -114,14 +115,12 @@ struct ParsedCall {
             }
             for field in (endpoint.provider == .openai ? ["max_completion_tokens", "max_tokens"] : ["max_tokens"]) {
                 // null means "no cap", as the providers read it.
-                if let range = members[field], !document.isLiteral(range, "null") {
-                    guard let cap = document.integer(range), cap >= 0 else {
-                        throw ClientError(status: 400, message: "\"\(field)\" must be a non-negative integer")
-                    }
-                    outputField = field
-                    requestedOutput = cap
-                    break
+                guard let range = members[field], !document.isLiteral(range, "null") else { continue }
+                guard let cap = document.integer(range), cap >= 0 else {
+                    throw ClientError(status: 400, message: "\"\(field)\" must be a non-negative integer")
                 }
+                outputFields.append(field)
+                requestedOutput = max(requestedOutput ?? 0, cap)
             }
         case .embeddings:
             guard members["input"] != nil else {
@@ -169,11 +168,13 @@ struct ParsedCall {
         // The top-level object always has "model", so a member inserted after its "{" takes a comma.
         let topInsertion = JSONDocument(body).skipSpace(0) + 1
         if admission.rewritesOutputCap, let cap = admission.outputTokens {
-            let field = outputField ?? defaultOutputField
-            if let range = members[field] {
-                edits.append((range, String(cap)))
-            } else {
-                edits.append((topInsertion..<topInsertion, "\"\(field)\":\(cap),"))
+            // Every cap field the client set gets the reserved value, whichever one the upstream reads.
+            for field in outputFields.isEmpty ? [defaultOutputField] : outputFields {
+                if let range = members[field] {
+                    edits.append((range, String(cap)))
+                } else {
+                    edits.append((topInsertion..<topInsertion, "\"\(field)\":\(cap),"))
+                }
             }
         }
         if injectsUsage {

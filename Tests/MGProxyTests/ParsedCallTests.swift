@@ -21,7 +21,7 @@ private func admission(cap: Int?, rewrites: Bool) -> Admission {
         #expect(call.model == "gpt-4o")
         #expect(call.choices == 2)
         #expect(call.requestedOutput == 100)
-        #expect(call.outputField == "max_tokens")
+        #expect(call.outputFields == ["max_tokens"])
         #expect(call.stream)
         #expect(call.clientWantsUsage)
         #expect(!call.injectsUsage)
@@ -87,6 +87,30 @@ private func admission(cap: Int?, rewrites: Bool) -> Admission {
         let text = #"{ "model" : "m", "max_tokens": 10, "messages": [ ] }"#
         let call = try parse(text)
         #expect(call.upstreamBody(admission: admission(cap: 10, rewrites: false)) == Array(text.utf8))
+    }
+
+    @Test func bothCapFieldsGetTheReservedValue() throws {
+        let call = try parse(#"{"model":"gpt-4o","max_completion_tokens":10,"max_tokens":100000,"messages":[]}"#)
+        #expect(call.requestedOutput == 100000)
+        let json = object(call.upstreamBody(admission: admission(cap: 900, rewrites: true)))
+        #expect(json["max_tokens"] as? Int == 900)
+        #expect(json["max_completion_tokens"] as? Int == 900)
+    }
+
+    @Test func escapedNestedKeyNormalised() throws {
+        let call = try parse(#"{"model":"gpt-4o","messages":[{"role":"user","content":[{"typ\u0065":"image_url","image_url":{"url":"u"}}]}]}"#)
+        // After normalisation the part reads as "type": one image part and its nested object.
+        #expect(call.inputTokensBound >= call.body.count + 8 + 32 + ParsedCall.tokensPerMediaPart)
+        #expect(!String(decoding: call.body, as: UTF8.self).contains("\\u0065"))
+        let options = try parse(#"{"model":"m","stream":true,"stream_options":{"include\u005fusage":false},"messages":[]}"#)
+        #expect(!options.clientWantsUsage)
+        let sent = object(options.upstreamBody(admission: admission(cap: 1, rewrites: false)))
+        #expect((sent["stream_options"] as? [String: Any])?["include_usage"] as? Bool == true)
+    }
+
+    @Test(arguments: ["+5", "05", "1-2", "1.", ".5", "1e", "-"])
+    func rejectsNonJSONNumbers(number: String) {
+        #expect(throws: ClientError.self) { try parse(#"{"model":"m","messages":[],"max_tokens":"# + number + "}") }
     }
 
     @Test func repeatedKeysNormalisedLastWins() throws {
