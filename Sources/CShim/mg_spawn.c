@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -93,6 +94,13 @@ static int init_main(void *opaque) {
     } while (got < 0 && errno == EINTR);
     if (got != 1) _exit(1);
     close(arguments->sync_read);
+
+    // Private propagation first, so the new /proc is not mounted on the host too.
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) {
+        report_error(arguments->error_write, MG_SPAWN_STAGE_PROC, errno);
+        _exit(1);
+    }
 
     sigset_t all;
     sigfillset(&all);
@@ -190,7 +198,7 @@ int mg_spawn(const struct mg_spawn_config *config, struct mg_spawn_result *resul
     if (stack == NULL) {
         error = ENOMEM;
     } else {
-        int flags = SIGCHLD | CLONE_NEWPID | (config->new_user_namespace ? CLONE_NEWUSER : 0);
+        int flags = SIGCHLD | CLONE_NEWPID | CLONE_NEWNS | (config->new_user_namespace ? CLONE_NEWUSER : 0);
         pid = clone(init_main, stack + stack_size, flags, &arguments);
         if (pid < 0) error = errno;
         free(stack);  // the child runs on its own copy of this memory

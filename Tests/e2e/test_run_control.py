@@ -203,6 +203,22 @@ def test_real_key_not_in_any_environ(tmp_path):
     assert result.stdout.strip() == "[]"
 
 
+def test_agent_sees_only_its_own_processes(tmp_path):
+    # A shell that holds the key stays mg-run's parent; the agent's /proc must not show it.
+    policy = tmp_path / "p.yaml"
+    policy.write_text("rules: [{action: 'llm:*'}]\n")
+    agent = tmp_path / "agent.py"
+    agent.write_text(PROC_SCAN_AGENT + "import os\nprint(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))\n")
+    command = ["sh", "-c", '"$@"; exit $?', "sh", MG_RUN, "--policy", str(policy), "--upstream", "openai=http://127.0.0.1:9/v1",
+               "--", sys.executable, str(agent)]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OPENAI_API_KEY": "sk-real-secret-key"})
+    assert result.returncode == 0, result.stderr
+    found, pids = result.stdout.strip().splitlines()
+    assert found == "[]"
+    # The namespace's init is 1 and the agent 2; nothing of the host is listed.
+    assert json.loads(pids) == [1, 2]
+
+
 def test_policy_without_rules_rejected(tmp_path):
     policy = tmp_path / "empty.yaml"
     policy.write_text("name: nothing\n")

@@ -23,10 +23,13 @@ enum {
     MG_SPAWN_STAGE_FORK = 1,
     MG_SPAWN_STAGE_CHDIR = 2,
     MG_SPAWN_STAGE_EXEC = 3,
+    MG_SPAWN_STAGE_PROC = 4,
 };
 
-// Starts a small init in new PID namespace (and a user namespace if asked)
-// that runs the program, forwards signals to it and reaps orphans. SIGKILL to
+// Starts a small init in new PID and mount namespaces (and a user namespace if
+// asked) that mounts a /proc of its own, runs the program, forwards signals to
+// it and reaps orphans. The private /proc shows only the tree's processes, so
+// the program cannot read the environment of mg-run's parents. SIGKILL to
 // the init kills every process in the namespace, so no descendant can outlive
 // it, and the init dies with the thread that called this function
 // (PR_SET_PDEATHSIG). Returns 0, or an errno value.
