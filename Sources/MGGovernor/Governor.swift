@@ -157,35 +157,35 @@ public final class Governor: Sendable {
                     refuse(Refusal(
                         kind: .window(retryAfterSeconds: max(0.001, reopensAt - now)),
                         limit: "\(rule.path).rate_limit.\(name)",
-                        message: "\(call.actions[0]) refused: \(rule.path).rate_limit.\(name) (\(limit)) reached at \(rule.position); retry in \(formatSeconds(reopensAt - now))"))
+                        message: "\(call.actions[0]) denied: \(rule.path).rate_limit.\(name) (\(limit)) reached at \(rule.position); retry in \(formatSeconds(reopensAt - now))"))
                 }
             }
             if let limit = limits.maxPerTask, ruleState.taskCalls >= limit {
                 let path = "\(rule.path).rate_limit.max_per_task"
                 if ruleState.taskCalls - ruleState.inFlight >= limit {
                     refuse(Refusal(kind: .quota, limit: path,
-                                   message: "\(call.actions[0]) refused: \(path) (\(limit) calls) is used up for this task (\(rule.position))"))
+                                   message: "\(call.actions[0]) denied: \(path) (\(limit) calls) is used up for this task (\(rule.position))"))
                 } else {
                     refuse(Refusal(kind: .window(retryAfterSeconds: 1), limit: path,
-                                   message: "\(call.actions[0]) refused: \(path) (\(limit)) is taken by calls in flight; retry in 1s"))
+                                   message: "\(call.actions[0]) denied: \(path) (\(limit)) is taken by calls in flight; retry in 1s"))
                 }
             }
             if let limit = limits.maxConcurrent, ruleState.inFlight >= limit {
                 let path = "\(rule.path).rate_limit.max_concurrent"
                 refuse(Refusal(kind: .window(retryAfterSeconds: 1), limit: path,
-                               message: "\(call.actions[0]) refused: \(path) (\(limit)) calls are in flight at \(rule.position); retry in 1s"))
+                               message: "\(call.actions[0]) denied: \(path) (\(limit)) calls are in flight at \(rule.position); retry in 1s"))
             }
             if let limit = limits.maxInputTokensPerCall, call.inputTokensEstimate > limit {
                 let path = "\(rule.path).rate_limit.max_input_tokens_per_call"
                 refuse(Refusal(kind: .forbidden, limit: path,
-                               message: "\(call.actions[0]) refused: about \(call.inputTokensEstimate) input tokens exceed \(path) (\(limit)) at \(rule.position); shorten the request"))
+                               message: "\(call.actions[0]) denied: about \(call.inputTokensEstimate) input tokens exceed \(path) (\(limit)) at \(rule.position); shorten the request"))
             }
             if let limit = limits.maxOutputTokensPerCall, call.producesOutput {
                 let path = "\(rule.path).rate_limit.max_output_tokens_per_call"
                 let perChoice = limit / call.choices
                 if perChoice < minimumOutput {
                     refuse(Refusal(kind: .forbidden, limit: path,
-                                   message: "\(call.actions[0]) refused: \(path) (\(limit)) leaves fewer than \(minimumOutput) output tokens for each of \(call.choices) choices at \(rule.position); lower n"))
+                                   message: "\(call.actions[0]) denied: \(path) (\(limit)) leaves fewer than \(minimumOutput) output tokens for each of \(call.choices) choices at \(rule.position); lower n"))
                 } else {
                     outputCap = min(outputCap, perChoice)
                 }
@@ -196,7 +196,7 @@ public final class Governor: Sendable {
                 let fits = call.producesOutput ? left >= minimumOutput : call.inputTokensEstimate <= limit
                 if !fits {
                     refuse(Refusal(kind: .forbidden, limit: path,
-                                   message: "\(call.actions[0]) refused: about \(call.inputTokensEstimate) input tokens leave no room for output under \(path) (\(limit)) at \(rule.position); shorten the request"))
+                                   message: "\(call.actions[0]) denied: about \(call.inputTokensEstimate) input tokens leave no room for output under \(path) (\(limit)) at \(rule.position); shorten the request"))
                 } else if call.producesOutput {
                     outputCap = min(outputCap, left)
                 }
@@ -207,7 +207,7 @@ public final class Governor: Sendable {
                     outputCap = min(outputCap, affordable)
                 } else {
                     refuse(Refusal(kind: .forbidden, limit: path,
-                                   message: "\(call.actions[0]) refused: its cost bound (\(inputCost) USD for input alone, before output) exceeds \(path) (\(ceiling) USD) at \(rule.position); shorten the request or raise the ceiling"))
+                                   message: "\(call.actions[0]) denied: its cost bound (\(inputCost) USD for input alone, before output) exceeds \(path) (\(ceiling) USD) at \(rule.position); shorten the request or raise the ceiling"))
                 }
             }
             if let ceiling = rule.costCeiling.maxUSDPerTask {
@@ -217,10 +217,10 @@ public final class Governor: Sendable {
                 } else if let affordable = affordableOutput(ceiling - ruleState.settled), affordable >= minimumOutput {
                     // It would fit once the calls in flight settle below their reservations.
                     refuse(Refusal(kind: .window(retryAfterSeconds: 1), limit: path,
-                                   message: "\(call.actions[0]) refused: \(path) (\(ceiling) USD) is reserved by calls in flight; retry in 1s"))
+                                   message: "\(call.actions[0]) denied: \(path) (\(ceiling) USD) is reserved by calls in flight; retry in 1s"))
                 } else {
                     refuse(Refusal(kind: .quota, limit: path,
-                                   message: "\(call.actions[0]) refused: \(path) (\(ceiling) USD) is spent (\(ruleState.settled) USD settled) and cannot fit this call; the task is over budget",
+                                   message: "\(call.actions[0]) denied: \(path) (\(ceiling) USD) is spent (\(ruleState.settled) USD settled) and cannot fit this call; the task is over budget",
                                    stopReason: "cost_ceiling:max_usd_per_task"))
                 }
             }

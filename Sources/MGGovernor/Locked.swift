@@ -1,9 +1,9 @@
 import Glibc
 
-/// A value behind a pthread mutex. Used in place of `Synchronization.Mutex`
-/// on the per-call path: with one thread per connection, more threads than
-/// cores contend, and Mutex's spinning slow path (`_lockSlow`) took over 20% of
-/// the proxy's CPU in a 32-connection profile, where a pthread mutex sleeps.
+/// A value behind a pthread mutex, used in place of `Synchronization.Mutex` on
+/// the per-call path. With one thread per connection, more threads than cores
+/// contend. Mutex's spinning slow path (`_lockSlow`) then took over 20% of the
+/// proxy's CPU in a 32-connection profile, while a pthread mutex sleeps.
 public final class Locked<Value>: @unchecked Sendable {
     // The value is only touched between lock and unlock.
     private var value: Value

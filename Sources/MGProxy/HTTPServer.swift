@@ -37,7 +37,7 @@ public struct HTTPResponse: Sendable {
     public var headers: [(String, String)]
     public var body: HTTPBody
     /// Work to run once the response is sent or the client is gone, off the
-    /// latency path of the request; it runs exactly once either way.
+    /// latency path of the request. It runs exactly once either way.
     public var afterSending: (@Sendable () -> Void)?
 
     public init(status: Int, headers: [(String, String)] = [], body: HTTPBody = .bytes([]), afterSending: (@Sendable () -> Void)? = nil) {
@@ -161,7 +161,7 @@ private let accessHandler: MHD_AccessHandlerCallback = { cls, connection, url, m
     guard let cls, let connection, let contextSlot, let uploadSize else { return .NO }
     let handler = Unmanaged<HTTPServer.HandlerBox>.fromOpaque(cls).takeUnretainedValue().handler
 
-    // First call: headers only. The handler may answer before any body is read.
+    // First call: headers only. The handler may respond before any body is read.
     guard let existing = contextSlot.pointee else {
         let request = HTTPRequest(
             method: method.map { String(cString: $0) } ?? "GET",

@@ -51,7 +51,7 @@ struct JSONDocument {
     }
 
     /// Calls `body` with the key range (inside the quotes) and value range of
-    /// each member in order; returns the end of the object, or nil when malformed.
+    /// each member in order. Returns the end of the object, or nil when malformed.
     @discardableResult
     func forEachMember(ofObjectAt start: Int, depth: Int = 0, _ body: (Range<Int>, Range<Int>) -> Void) -> Int? {
         guard start < bytes.count, bytes[start] == UInt8(ascii: "{"), depth < JSONDocument.maxDepth else { return nil }

@@ -6,7 +6,7 @@ enum JSONScan {
     /// match, and text inside strings (escapes included) is never taken for a key.
     static func topLevelValue(_ key: String, in bytes: [UInt8]) -> ArraySlice<UInt8>? {
         let quote = UInt8(ascii: "\""), backslash = UInt8(ascii: "\\")
-        let wanted = Array(key.utf8)
+        let target = Array(key.utf8)
         var depth = 0
         var index = 0
         var expectingKey = false
@@ -18,7 +18,7 @@ enum JSONScan {
                 while index < bytes.count && bytes[index] != quote {
                     index += bytes[index] == backslash ? 2 : 1
                 }
-                if depth == 1 && expectingKey && bytes[start..<min(index, bytes.count)].elementsEqual(wanted) {
+                if depth == 1 && expectingKey && bytes[start..<min(index, bytes.count)].elementsEqual(target) {
                     return valueAfterKey(bytes, from: index + 1)
                 }
                 expectingKey = false

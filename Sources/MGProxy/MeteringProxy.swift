@@ -82,7 +82,7 @@ public final class MeteringProxy: HTTPHandler {
         return ErrorBody.response(provider(of: request), status: 413, type: "invalid_request_error", code: "request_too_large", message: message)
     }
 
-    /// Anthropic clients send `x-api-key` or `anthropic-version`; everything else is answered in OpenAI's shape.
+    /// Returns Anthropic for clients that send `x-api-key` or `anthropic-version`, and OpenAI for the rest.
     private func provider(of request: HTTPRequest) -> Provider {
         request.headers["x-api-key"] != nil || request.headers["anthropic-version"] != nil || request.path == "/v1/messages" ? .anthropic : .openai
     }
@@ -197,7 +197,7 @@ public final class MeteringProxy: HTTPHandler {
             let errorBody = transfer.readAll()
             transfer.close()
             governor.release(admission.id)
-            logger.warning("upstream refused the call", [("action", call.modelAction), ("status", String(transfer.status))])
+            logger.warning("upstream rejected the call", [("action", call.modelAction), ("status", String(transfer.status))])
             record(AuditRecord(action: call.modelAction, model: call.model, decision: "allow", reason: "upstream answered \(transfer.status)"),
                    status: transfer.status, started: started)
             return HTTPResponse(status: transfer.status, headers: headers, body: .bytes(errorBody))

@@ -46,7 +46,7 @@ struct ParsedCall {
     var choices: Int
     var inputTokensBound: Int
     var inputTokensEstimate: Int
-    /// Where the top-level members are in `body`, for splicing edits in.
+    /// The byte ranges of the top-level member values in `body`, for splicing edits in.
     private var members: [String: Range<Int>]
     private var includeUsageValue: Range<Int>?
 

@@ -204,7 +204,7 @@ def test_real_key_not_in_any_environ(tmp_path):
 
 
 def test_agent_sees_only_its_own_processes(tmp_path):
-    # A shell that holds the key stays mg-run's parent; the agent's /proc must not show it.
+    # A shell with the key in its environment stays mg-run's parent. The agent's /proc must not list it.
     policy = tmp_path / "p.yaml"
     policy.write_text("rules: [{action: 'llm:*'}]\n")
     agent = tmp_path / "agent.py"
@@ -233,7 +233,7 @@ url = os.environ["MG_RUN_URL"]
 host, port = urllib.parse.urlsplit(url).netloc.split(":")
 
 def status_for(headers):
-    # Announce a 100 MiB body but send none of it: the answer must come from the headers alone.
+    # Announce a 100 MiB body but send none of it, so the status must come from the headers alone.
     connection = socket.create_connection((host, int(port)), timeout=10)
     connection.sendall(b"POST /v1/chat/completions HTTP/1.1\\r\\nHost: x\\r\\nContent-Type: application/json\\r\\n" + headers +
                        b"Content-Length: 104857600\\r\\n\\r\\n")
