@@ -24,10 +24,26 @@ public final class Governor: Sendable {
 
     private struct RuleState {
         var window = WindowLog()          // admitted calls within the rule's longest window
+        var amounts: [AmountWindow] = []  // tokens and dollars per minute, hour and day
         var taskCalls = 0                 // admitted calls in this task, in flight included
         var inFlight = 0
         var settled = USD.zero
         var reserved = USD.zero
+    }
+
+    private static func amountWindows(for rule: Rule) -> [AmountWindow] {
+        let limits = rule.rateLimit
+        let ceiling = rule.costCeiling
+        var windows: [AmountWindow] = []
+        for (limit, length, key) in [(limits.maxTokensPerMinute, 60.0, "max_tokens_per_minute"), (limits.maxTokensPerHour, 3_600, "max_tokens_per_hour"),
+                                     (limits.maxTokensPerDay, 86_400, "max_tokens_per_day")] {
+            if let limit { windows.append(AmountWindow(measure: .tokens, length: length, limit: Int64(limit), key: "\(rule.limitsPath).\(key)")) }
+        }
+        for (limit, length, key) in [(ceiling.maxUSDPerMinute, 60.0, "max_usd_per_minute"), (ceiling.maxUSDPerHour, 3_600, "max_usd_per_hour"),
+                                     (ceiling.maxUSDPerDay, 86_400, "max_usd_per_day")] {
+            if let limit { windows.append(AmountWindow(measure: .picodollars, length: length, limit: limit.picodollars, key: rule.ceilingPath(key, section: ceiling.windowSection))) }
+        }
+        return windows
     }
 
     private struct Reservation {
@@ -71,6 +87,11 @@ public final class Governor: Sendable {
                 state.rules[key, default: RuleState()].reserved -= reservation.cost
                 state.rules[key, default: RuleState()].settled += cost
                 state.rules[key, default: RuleState()].inFlight -= 1
+                for index in state.rules[key]!.amounts.indices {
+                    let measure = state.rules[key]!.amounts[index].measure
+                    let amount = measure == .tokens ? Int64(usage.inputTokens + usage.outputTokens) : cost.picodollars
+                    state.rules[key]!.amounts[index].update(id: id, amount: amount)
+                }
             }
             state.totals.reserved -= reservation.cost
             state.totals.inFlight -= 1
@@ -91,6 +112,9 @@ public final class Governor: Sendable {
                 state.rules[key]?.inFlight -= 1
                 state.rules[key]?.taskCalls -= 1
                 state.rules[key]?.window.remove(id: id)
+                for index in state.rules[key]?.amounts.indices ?? 0..<0 {
+                    state.rules[key]!.amounts[index].remove(id: id)
+                }
             }
             state.totals.reserved -= reservation.cost
             state.totals.inFlight -= 1
@@ -112,7 +136,12 @@ public final class Governor: Sendable {
 
     private func decide(_ call: CallDescriptor, now: Double, state: inout State) -> Decision {
         var matched: [(key: RuleKey, rule: Rule)] = []
-        for (layerIndex, layer) in layers.enumerated() where !layer.rules.isEmpty {
+        for (layerIndex, layer) in layers.enumerated() {
+            // A layer's global limits apply to every call, but allow nothing by themselves.
+            if let global = layer.globalRule {
+                matched.append((RuleKey(layer: layerIndex, rule: -1), global))
+            }
+            guard !layer.rules.isEmpty else { continue }
             var layerMatched = false
             for (ruleIndex, rule) in layer.rules.enumerated() where call.actions.contains(where: rule.matches) {
                 layerMatched = true
@@ -149,19 +178,48 @@ public final class Governor: Sendable {
         }
 
         for (key, rule) in matched {
-            let ruleState = state.rules[key, default: RuleState()]
+            if state.rules[key] == nil {
+                state.rules[key] = RuleState(amounts: Governor.amountWindows(for: rule))
+            }
+            for index in state.rules[key]!.amounts.indices {
+                state.rules[key]!.amounts[index].prune(now: now)
+            }
+            let ruleState = state.rules[key]!
             let limits = rule.rateLimit
+            for window in ruleState.amounts {
+                let needed: Int64
+                let affordable: Int?
+                switch window.measure {
+                case .tokens:
+                    // The input's upper bound, like a cost reservation, so concurrent calls cannot overshoot.
+                    needed = Int64(call.inputTokensBound + minimumOutput * call.choices)
+                    let left = window.remaining - Int64(call.inputTokensBound)
+                    affordable = left < 0 ? nil : Int(min(left / Int64(call.choices), Int64(Int32.max)))
+                case .picodollars:
+                    needed = inputCost.picodollars + Int64(minimumOutput) * perOutputToken
+                    affordable = affordableOutput(USD(picodollars: window.remaining))
+                }
+                if let affordable, affordable >= minimumOutput {
+                    if call.producesOutput { outputCap = min(outputCap, affordable) }
+                } else if let wait = window.secondsUntilFits(needed, now: now) {
+                    refuse(Refusal(kind: .window(retryAfterSeconds: wait), limit: window.key,
+                                   message: "\(call.actions[0]) denied: \(window.key) (\(window.describe(window.limit))) is used up at \(rule.position); retry in \(formatSeconds(wait))"))
+                } else {
+                    refuse(Refusal(kind: .forbidden, limit: window.key,
+                                   message: "\(call.actions[0]) denied: this call alone needs \(window.describe(needed)), more than \(window.key) (\(window.describe(window.limit))) at \(rule.position); shorten the request"))
+                }
+            }
             for (limit, length, name) in limits.countWindows {
                 if ruleState.window.count(after: now - length) >= limit {
                     let reopensAt = limit == 0 ? now + length : ruleState.window.reopeningEntryTime(after: now - length, limit: limit) + length
                     refuse(Refusal(
                         kind: .window(retryAfterSeconds: max(0.001, reopensAt - now)),
-                        limit: "\(rule.path).rate_limit.\(name)",
-                        message: "\(call.actions[0]) denied: \(rule.path).rate_limit.\(name) (\(limit)) reached at \(rule.position); retry in \(formatSeconds(reopensAt - now))"))
+                        limit: "\(rule.limitsPath).\(name)",
+                        message: "\(call.actions[0]) denied: \(rule.limitsPath).\(name) (\(limit)) reached at \(rule.position); retry in \(formatSeconds(reopensAt - now))"))
                 }
             }
             if let limit = limits.maxPerTask, ruleState.taskCalls >= limit {
-                let path = "\(rule.path).rate_limit.max_per_task"
+                let path = "\(rule.limitsPath).max_per_task"
                 if ruleState.taskCalls - ruleState.inFlight >= limit {
                     refuse(Refusal(kind: .quota, limit: path,
                                    message: "\(call.actions[0]) denied: \(path) (\(limit) calls) is used up for this task (\(rule.position))"))
@@ -171,17 +229,17 @@ public final class Governor: Sendable {
                 }
             }
             if let limit = limits.maxConcurrent, ruleState.inFlight >= limit {
-                let path = "\(rule.path).rate_limit.max_concurrent"
+                let path = "\(rule.limitsPath).max_concurrent"
                 refuse(Refusal(kind: .window(retryAfterSeconds: 1), limit: path,
                                message: "\(call.actions[0]) denied: \(path) (\(limit)) calls are in flight at \(rule.position); retry in 1s"))
             }
             if let limit = limits.maxInputTokensPerCall, call.inputTokensEstimate > limit {
-                let path = "\(rule.path).rate_limit.max_input_tokens_per_call"
+                let path = "\(rule.limitsPath).max_input_tokens_per_call"
                 refuse(Refusal(kind: .forbidden, limit: path,
                                message: "\(call.actions[0]) denied: about \(call.inputTokensEstimate) input tokens exceed \(path) (\(limit)) at \(rule.position); shorten the request"))
             }
             if let limit = limits.maxOutputTokensPerCall, call.producesOutput {
-                let path = "\(rule.path).rate_limit.max_output_tokens_per_call"
+                let path = "\(rule.limitsPath).max_output_tokens_per_call"
                 let perChoice = limit / call.choices
                 if perChoice < minimumOutput {
                     refuse(Refusal(kind: .forbidden, limit: path,
@@ -191,7 +249,7 @@ public final class Governor: Sendable {
                 }
             }
             if let limit = limits.maxTokensPerCall {
-                let path = "\(rule.path).rate_limit.max_tokens_per_call"
+                let path = "\(rule.limitsPath).max_tokens_per_call"
                 let left = (limit - call.inputTokensEstimate) / call.choices
                 let fits = call.producesOutput ? left >= minimumOutput : call.inputTokensEstimate <= limit
                 if !fits {
@@ -202,7 +260,7 @@ public final class Governor: Sendable {
                 }
             }
             if let ceiling = rule.costCeiling.maxUSDPerCall {
-                let path = "\(rule.path).\(rule.costCeiling.perCallSection).max_usd_per_call"
+                let path = rule.ceilingPath("max_usd_per_call", section: rule.costCeiling.perCallSection)
                 if let affordable = affordableOutput(ceiling), affordable >= minimumOutput {
                     outputCap = min(outputCap, affordable)
                 } else {
@@ -211,7 +269,7 @@ public final class Governor: Sendable {
                 }
             }
             if let ceiling = rule.costCeiling.maxUSDPerTask {
-                let path = "\(rule.path).\(rule.costCeiling.perTaskSection).max_usd_per_task"
+                let path = rule.ceilingPath("max_usd_per_task", section: rule.costCeiling.perTaskSection)
                 if let affordable = affordableOutput(ceiling - ruleState.settled - ruleState.reserved), affordable >= minimumOutput {
                     outputCap = min(outputCap, affordable)
                 } else if let affordable = affordableOutput(ceiling - ruleState.settled), affordable >= minimumOutput {
@@ -237,6 +295,11 @@ public final class Governor: Sendable {
             state.rules[key, default: RuleState()].taskCalls += 1
             state.rules[key, default: RuleState()].inFlight += 1
             state.rules[key, default: RuleState()].reserved += reservedCost
+            let reservedTokens = Int64(call.inputTokensBound + outputTokens * call.choices)
+            for index in state.rules[key]!.amounts.indices {
+                let amount = state.rules[key]!.amounts[index].measure == .tokens ? reservedTokens : reservedCost.picodollars
+                state.rules[key]!.amounts[index].append(time: now, id: id, amount: amount)
+            }
             if let longestWindow = rule.rateLimit.countWindows.map(\.seconds).max() {
                 state.rules[key]!.window.prune(through: now - longestWindow)
                 state.rules[key]!.window.append(time: now, id: id)

@@ -20,6 +20,10 @@ public struct RateLimit: Sendable, Equatable {
     public var maxOutputTokensPerCall: Int?
     /// Calls of this rule in flight at once.
     public var maxConcurrent: Int?
+    /// Input plus output tokens per rolling window; per-day counts within this run only.
+    public var maxTokensPerMinute: Int?
+    public var maxTokensPerHour: Int?
+    public var maxTokensPerDay: Int?
 
     public init(maxPerSecond: Int? = nil, maxPerMinute: Int? = nil, maxPerHour: Int? = nil, maxPerDay: Int? = nil, maxPerTask: Int? = nil,
                 maxTokensPerCall: Int? = nil) {
@@ -35,13 +39,32 @@ public struct RateLimit: Sendable, Equatable {
 public struct CostCeiling: Sendable, Equatable {
     public var maxUSDPerCall: USD?
     public var maxUSDPerTask: USD?
+    /// Spend per rolling window; per-day counts within this run only.
+    public var maxUSDPerMinute: USD?
+    public var maxUSDPerHour: USD?
+    public var maxUSDPerDay: USD?
     /// The section each ceiling was written in, `cost_ceiling` or `rate_limit`, for messages.
     public var perCallSection = "cost_ceiling"
     public var perTaskSection = "cost_ceiling"
+    public var windowSection = "cost_ceiling"
 
     public init(maxUSDPerCall: USD? = nil, maxUSDPerTask: USD? = nil) {
         self.maxUSDPerCall = maxUSDPerCall
         self.maxUSDPerTask = maxUSDPerTask
+    }
+
+    /// Adds the window ceilings written under `rate_limit`; the lower of two wins.
+    public mutating func mergeWindows(perMinute: USD?, perHour: USD?, perDay: USD?) {
+        func lower(_ a: USD?, _ b: USD?) -> USD? {
+            guard let a else { return b }
+            guard let b else { return a }
+            return min(a, b)
+        }
+        let before = (maxUSDPerMinute, maxUSDPerHour, maxUSDPerDay)
+        maxUSDPerMinute = lower(maxUSDPerMinute, perMinute)
+        maxUSDPerHour = lower(maxUSDPerHour, perHour)
+        maxUSDPerDay = lower(maxUSDPerDay, perDay)
+        if before != (maxUSDPerMinute, maxUSDPerHour, maxUSDPerDay) { windowSection = "rate_limit" }
     }
 
     /// Adds a ceiling written under `rate_limit`, which means the same as under `cost_ceiling`; the lower one wins.
@@ -75,6 +98,16 @@ public struct Rule: Sendable {
         self.costCeiling = costCeiling
         self.position = position
         self.path = path
+    }
+
+    /// Where the rule's limits sit, for messages: `rules[2].rate_limit`, or `global_rate_limit` for a layer-wide limit.
+    public var limitsPath: String {
+        path == "global_rate_limit" || path == "rate_limit" ? path : "\(path).rate_limit"
+    }
+
+    /// The key path of a dollar ceiling, under the section it was written in.
+    public func ceilingPath(_ key: String, section: String) -> String {
+        section.isEmpty ? "\(path).\(key)" : "\(path).\(section).\(key)"
     }
 
     public func matches(_ actionName: String) -> Bool {
@@ -114,6 +147,9 @@ public struct Policy: Sendable {
     public var defaultEffect: Effect
     public var rules: [Rule]
     public var onLimitExceeded: OnLimitExceeded?
+    /// `global_rate_limit` (or top-level `rate_limit`): limits over all of the layer's actions together.
+    /// It does not allow anything; rules still decide what is allowed.
+    public var globalRule: Rule?
 
     public init(file: String = "<memory>", metadata: [String: String] = [:], defaultEffect: Effect = .deny, rules: [Rule] = [], onLimitExceeded: OnLimitExceeded? = nil) {
         self.file = file

@@ -5,9 +5,9 @@ import Foundation
 /// because a limit that is silently ignored is a budget leak.
 public enum PolicyLoader {
     static let metadataKeys = ["name", "version", "description", "owner", "approved_by", "last_updated", "rationale", "changelog"]
-    static let supportedTopLevel = metadataKeys + ["rules", "on_limit_exceeded", "default_effect"]
+    static let supportedTopLevel = metadataKeys + ["rules", "on_limit_exceeded", "default_effect", "global_rate_limit", "rate_limit"]
     static let notSupportedTopLevel = [
-        "agent_match", "global_rate_limit", "rate_limit", "time_restrictions", "budget", "approval_required",
+        "agent_match", "time_restrictions", "budget", "approval_required",
         "anomaly_detection", "circuit_breaker", "emergency_stop", "cost_tracking", "optimization", "scaling",
         "run", "upstreams", "prices", "unknown_model",
     ]
@@ -15,15 +15,15 @@ public enum PolicyLoader {
     static let notSupportedRuleKeys = ["conditions", "behavioral_limits", "requires", "audit", "essential"]
     static let supportedRateLimitKeys = [
         "max_per_second", "max_per_minute", "max_per_hour", "max_per_day", "max_per_task", "max_concurrent",
-        "max_tokens_per_call", "max_input_tokens_per_call", "max_output_tokens_per_call", "max_usd_per_call", "max_usd_per_task",
+        "max_tokens_per_call", "max_input_tokens_per_call", "max_output_tokens_per_call",
+        "max_tokens_per_minute", "max_tokens_per_hour", "max_tokens_per_day",
+        "max_usd_per_call", "max_usd_per_task", "max_usd_per_minute", "max_usd_per_hour", "max_usd_per_day",
     ]
     static let notSupportedRateLimitKeys = [
-        "max_depth", "max_tokens_per_minute", "max_tokens_per_hour", "max_tokens_per_day", "max_consecutive", "max_retries",
-        "max_consecutive_failures", "retry_delay_seconds", "cooldown_seconds", "cooldown_after_limit", "window",
-        "max_usd_per_minute", "max_usd_per_hour", "max_usd_per_day",
+        "max_depth", "max_consecutive", "max_retries", "max_consecutive_failures", "retry_delay_seconds",
+        "cooldown_seconds", "cooldown_after_limit", "window",
     ]
-    static let supportedCeilingKeys = ["max_usd_per_call", "max_usd_per_task"]
-    static let notSupportedCeilingKeys = ["max_usd_per_minute", "max_usd_per_hour", "max_usd_per_day"]
+    static let supportedCeilingKeys = ["max_usd_per_call", "max_usd_per_task", "max_usd_per_minute", "max_usd_per_hour", "max_usd_per_day"]
     static let supportedOnLimitKeys = ["action", "message_to_agent"]
     static let notSupportedOnLimitKeys = ["queue_timeout_seconds", "strategy", "fallback_chain", "notify"]
 
@@ -81,6 +81,21 @@ public enum PolicyLoader {
                 }
             }
         }
+        if top["global_rate_limit"] != nil, let node = top["rate_limit"] {
+            reader.fail(node, "rate_limit", "both global_rate_limit and rate_limit are set, and they mean the same; keep one of them")
+        }
+        for key in ["global_rate_limit", "rate_limit"] {
+            guard let node = top[key] else { continue }
+            var rule = Rule(action: "*", position: node.position, path: key)
+            var dollars: CostCeiling
+            (rule.rateLimit, dollars) = readRateLimit(node, path: key, reader: &reader)
+            // Ceilings here name their own section in messages, not cost_ceiling.
+            dollars.perCallSection = ""
+            dollars.perTaskSection = ""
+            dollars.windowSection = ""
+            rule.costCeiling = dollars
+            policy.globalRule = rule
+        }
         if let node = top["on_limit_exceeded"] {
             policy.onLimitExceeded = readOnLimitExceeded(node, reader: &reader)
         }
@@ -101,14 +116,16 @@ public enum PolicyLoader {
         if let effectNode = keys["effect"], let text = reader.choice(effectNode, path: "\(path).effect", among: ["allow", "deny"]) {
             rule.effect = Effect(rawValue: text) ?? .allow
         }
-        var rateLimitDollars: (perCall: USD?, perTask: USD?) = (nil, nil)
+        var rateLimitDollars = CostCeiling()
         if let limitNode = keys["rate_limit"] {
             (rule.rateLimit, rateLimitDollars) = readRateLimit(limitNode, path: "\(path).rate_limit", reader: &reader)
         }
         if let ceilingNode = keys["cost_ceiling"] {
             rule.costCeiling = readCostCeiling(ceilingNode, path: "\(path).cost_ceiling", reader: &reader)
         }
-        rule.costCeiling.merge(perCall: rateLimitDollars.perCall, perTask: rateLimitDollars.perTask)
+        rule.costCeiling.merge(perCall: rateLimitDollars.maxUSDPerCall, perTask: rateLimitDollars.maxUSDPerTask)
+        rule.costCeiling.mergeWindows(perMinute: rateLimitDollars.maxUSDPerMinute, perHour: rateLimitDollars.maxUSDPerHour,
+                                      perDay: rateLimitDollars.maxUSDPerDay)
         for key in ["name", "description"] {
             if let metadataNode = keys[key] { _ = reader.string(metadataNode, path: "\(path).\(key)") }
         }
@@ -116,10 +133,10 @@ public enum PolicyLoader {
     }
 
     /// Reads a rate-limit object; its dollar keys are returned apart, because they mean the same as `cost_ceiling`'s.
-    static func readRateLimit(_ node: YAMLNode, path: String, reader: inout SchemaReader) -> (RateLimit, (perCall: USD?, perTask: USD?)) {
+    static func readRateLimit(_ node: YAMLNode, path: String, reader: inout SchemaReader) -> (RateLimit, CostCeiling) {
         var limit = RateLimit()
         guard let keys = reader.mapping(node, path: path, supported: supportedRateLimitKeys, notSupportedYet: notSupportedRateLimitKeys) else {
-            return (limit, (nil, nil))
+            return (limit, CostCeiling())
         }
         func count(_ key: String) -> Int? {
             keys[key].flatMap { reader.count($0, path: "\(path).\(key)") }
@@ -133,16 +150,26 @@ public enum PolicyLoader {
         limit.maxInputTokensPerCall = count("max_input_tokens_per_call")
         limit.maxOutputTokensPerCall = count("max_output_tokens_per_call")
         limit.maxConcurrent = count("max_concurrent")
-        let perCall = keys["max_usd_per_call"].flatMap { reader.dollars($0, path: "\(path).max_usd_per_call") }
-        let perTask = keys["max_usd_per_task"].flatMap { reader.dollars($0, path: "\(path).max_usd_per_task") }
-        return (limit, (perCall, perTask))
+        limit.maxTokensPerMinute = count("max_tokens_per_minute")
+        limit.maxTokensPerHour = count("max_tokens_per_hour")
+        limit.maxTokensPerDay = count("max_tokens_per_day")
+        return (limit, readDollars(keys, path: path, reader: &reader))
     }
 
     static func readCostCeiling(_ node: YAMLNode, path: String, reader: inout SchemaReader) -> CostCeiling {
-        var ceiling = CostCeiling()
-        guard let keys = reader.mapping(node, path: path, supported: supportedCeilingKeys, notSupportedYet: notSupportedCeilingKeys) else { return ceiling }
-        ceiling.maxUSDPerCall = keys["max_usd_per_call"].flatMap { reader.dollars($0, path: "\(path).max_usd_per_call") }
-        ceiling.maxUSDPerTask = keys["max_usd_per_task"].flatMap { reader.dollars($0, path: "\(path).max_usd_per_task") }
+        guard let keys = reader.mapping(node, path: path, supported: supportedCeilingKeys) else { return CostCeiling() }
+        return readDollars(keys, path: path, reader: &reader)
+    }
+
+    /// Reads the `max_usd_per_*` keys, which `cost_ceiling` and `rate_limit` share.
+    static func readDollars(_ keys: [String: YAMLNode], path: String, reader: inout SchemaReader) -> CostCeiling {
+        func dollars(_ key: String) -> USD? {
+            keys[key].flatMap { reader.dollars($0, path: "\(path).\(key)") }
+        }
+        var ceiling = CostCeiling(maxUSDPerCall: dollars("max_usd_per_call"), maxUSDPerTask: dollars("max_usd_per_task"))
+        ceiling.maxUSDPerMinute = dollars("max_usd_per_minute")
+        ceiling.maxUSDPerHour = dollars("max_usd_per_hour")
+        ceiling.maxUSDPerDay = dollars("max_usd_per_day")
         return ceiling
     }
 

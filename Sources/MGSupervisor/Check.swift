@@ -51,22 +51,32 @@ enum PolicyCheck {
         let header = ["rule", "action", "effect", "/second", "/minute", "/hour", "/day", "/task", "concurrent",
                       "tokens/call", "in/call", "out/call", "USD/call", "USD/task"]
         var rows = [header]
-        for rule in policy.rules {
+        var windowLines: [String] = []
+        for rule in (policy.globalRule.map { [$0] } ?? []) + policy.rules {
             let limits = rule.rateLimit
             func count(_ value: Int?) -> String { value.map(String.init) ?? "-" }
             rows.append([
-                rule.path, rule.action, rule.effect.rawValue,
+                // A global limit allows nothing, so it has no effect to show.
+                rule.path, rule.action, rule.path == policy.globalRule?.path ? "-" : rule.effect.rawValue,
                 count(limits.maxPerSecond), count(limits.maxPerMinute), count(limits.maxPerHour), count(limits.maxPerDay),
                 count(limits.maxPerTask), count(limits.maxConcurrent),
                 count(limits.maxTokensPerCall), count(limits.maxInputTokensPerCall), count(limits.maxOutputTokensPerCall),
                 rule.costCeiling.maxUSDPerCall?.description ?? "-", rule.costCeiling.maxUSDPerTask?.description ?? "-",
             ])
+            let windows: [(String, String?)] = [
+                ("tokens/minute", limits.maxTokensPerMinute.map(String.init)), ("tokens/hour", limits.maxTokensPerHour.map(String.init)),
+                ("tokens/day", limits.maxTokensPerDay.map(String.init)), ("USD/minute", rule.costCeiling.maxUSDPerMinute?.description),
+                ("USD/hour", rule.costCeiling.maxUSDPerHour?.description), ("USD/day", rule.costCeiling.maxUSDPerDay?.description),
+            ]
+            let set = windows.compactMap { name, value in value.map { "\(name) \($0)" } }
+            if !set.isEmpty { windowLines.append("  \(rule.path) windows: \(set.joined(separator: ", "))") }
         }
         let widths = header.indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
         for row in rows {
             let cells = row.enumerated().map { column, cell in cell.padding(toLength: widths[column], withPad: " ", startingAt: 0) }
             lines.append("  " + cells.joined(separator: "  ").trimmingCharacters(in: .whitespaces))
         }
+        lines += windowLines
         return lines.joined(separator: "\n") + "\n"
     }
 }

@@ -209,6 +209,74 @@ extension Decision {
     }
 }
 
+@Suite struct GovernorAmountWindowTests {
+    @Test func tokensPerMinuteCapsAndReopens() {
+        let time = ManualTimeSource()
+        var limits = RateLimit()
+        limits.maxTokensPerMinute = 1_000
+        let subject = governor([Rule(action: "llm:*", rateLimit: limits)], time: time)
+        // 100 input tokens reserved at their bound leave 900 for output.
+        let first = subject.admit(call(input: 100)).admission!
+        #expect(first.outputTokens == 900)
+        subject.settle(first.id, usage: Usage(uncachedInputTokens: 100, outputTokens: 600))
+        // 700 settled: 300 left, so the next call gets 200 output tokens.
+        time.advance(by: 10)
+        #expect(subject.admit(call(input: 100)).admission?.outputTokens == 200)
+        let refusal = subject.admit(call(input: 100)).refusal
+        #expect(refusal?.limit == "rules[0].rate_limit.max_tokens_per_minute")
+        #expect(refusal?.kind == .window(retryAfterSeconds: 50))
+        time.advance(by: 50.5)
+        #expect(subject.admit(call(input: 100)).admission != nil)
+    }
+
+    @Test func tokensWindowForbidsCallThatNeverFits() {
+        var limits = RateLimit()
+        limits.maxTokensPerHour = 50
+        let refusal = governor([Rule(action: "llm:*", rateLimit: limits)]).admit(call(input: 100)).refusal
+        #expect(refusal?.kind == .forbidden)
+        #expect(refusal?.limit == "rules[0].rate_limit.max_tokens_per_hour")
+    }
+
+    @Test func dollarsPerHourSettledNeverPastLimit() {
+        let time = ManualTimeSource()
+        var ceiling = CostCeiling()
+        ceiling.maxUSDPerHour = dollars("0.002")
+        let subject = governor([Rule(action: "llm:*", costCeiling: ceiling)], time: time)
+        var settled = USD.zero
+        for _ in 0..<20 {
+            guard let admission = subject.admit(call(input: 100, output: 400)).admission else { break }
+            settled += subject.settle(admission.id, usage: Usage(uncachedInputTokens: 100, outputTokens: admission.outputTokens!))
+        }
+        #expect(settled <= dollars("0.002"))
+        let refusal = subject.admit(call(input: 100, output: 400)).refusal
+        #expect(refusal?.limit == "rules[0].cost_ceiling.max_usd_per_hour")
+        time.advance(by: 3_601)
+        #expect(subject.admit(call(input: 100, output: 400)).admission != nil)
+    }
+
+    @Test func releaseReturnsWindowAmount() {
+        var limits = RateLimit()
+        limits.maxTokensPerMinute = 600
+        let subject = governor([Rule(action: "llm:*", rateLimit: limits)])
+        let first = subject.admit(call(input: 100, output: 500)).admission!
+        #expect(subject.admit(call(input: 100, output: 500)).refusal != nil)
+        subject.release(first.id)
+        #expect(subject.admit(call(input: 100, output: 500)).admission != nil)
+    }
+
+    @Test func globalLimitAppliesToEveryRuleButAllowsNothing() {
+        var global = Rule(action: "*", rateLimit: RateLimit(maxPerMinute: 2), path: "global_rate_limit")
+        global.costCeiling = CostCeiling()
+        var policy = Policy(file: "g.yaml", rules: [Rule(action: "llm:a"), Rule(action: "llm:b", path: "rules[1]")])
+        policy.globalRule = global
+        let subject = Governor(layers: [policy], time: ManualTimeSource())
+        #expect(subject.admit(call(model: "a")).admission != nil)
+        #expect(subject.admit(call(model: "b")).admission != nil)
+        #expect(subject.admit(call(model: "a")).refusal?.limit == "global_rate_limit.max_per_minute")
+        #expect(subject.admit(call(model: "c")).refusal?.kind == .forbidden)
+    }
+}
+
 @Suite struct GovernorConcurrencyTests {
     /// Many tasks admit calls of random sizes and settle them at random
     /// fractions of their reservation. No seed may settle past the ceiling or

@@ -61,6 +61,34 @@ private func errors(of text: String, file: String = "policy.yaml") -> [String] {
         #expect(rule.costCeiling.perTaskSection == "cost_ceiling")
     }
 
+    @Test func loadsWindowsAndGlobalLimit() throws {
+        let policy = try PolicyLoader.parse(text: """
+            global_rate_limit: {max_per_minute: 100, max_tokens_per_hour: 50000, max_usd_per_day: 3}
+            rules:
+              - action: "llm:*"
+                rate_limit: {max_tokens_per_minute: 9000, max_tokens_per_day: 900000, max_usd_per_minute: 0.5}
+                cost_ceiling: {max_usd_per_hour: 2, max_usd_per_minute: 1}
+            """, file: "p.yaml")
+        let rule = policy.rules[0]
+        #expect(rule.rateLimit.maxTokensPerMinute == 9000)
+        #expect(rule.rateLimit.maxTokensPerDay == 900000)
+        #expect(rule.costCeiling.maxUSDPerMinute == USD(decimalText: "0.5"))
+        #expect(rule.costCeiling.windowSection == "rate_limit")
+        #expect(rule.costCeiling.maxUSDPerHour == USD(decimalText: "2"))
+        let global = try #require(policy.globalRule)
+        #expect(global.path == "global_rate_limit")
+        #expect(global.limitsPath == "global_rate_limit")
+        #expect(global.rateLimit.maxPerMinute == 100)
+        #expect(global.rateLimit.maxTokensPerHour == 50000)
+        #expect(global.costCeiling.maxUSDPerDay == USD(decimalText: "3"))
+        #expect(global.ceilingPath("max_usd_per_day", section: global.costCeiling.windowSection) == "global_rate_limit.max_usd_per_day")
+    }
+
+    @Test func bothGlobalSpellingsRejected() {
+        let found = errors(of: "global_rate_limit: {max_per_minute: 1}\nrate_limit: {max_per_minute: 2}\n")
+        #expect(found == ["policy.yaml:2:13: rate_limit: both global_rate_limit and rate_limit are set, and they mean the same; keep one of them"])
+    }
+
     @Test func unknownKeySuggestsSpelling() {
         let found = errors(of: """
             rules:

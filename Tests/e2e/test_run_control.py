@@ -302,3 +302,14 @@ def test_check_reports_all_errors(tmp_path):
     assert errors[0].startswith(f"{bad}:3:13: rules[0].effect: invalid value 'alow'")
     assert errors[1] == f"{bad}:4:32: rules[0].rate_limit.max_per_hour: must not be negative, got -3"
     assert errors[2].startswith(f"{bad}:5:1: budget: is not supported yet")
+
+
+def test_readme_policy_example_is_valid(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    example = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
+    policy = tmp_path / "readme.yaml"
+    policy.write_text(example)
+    result = subprocess.run([MG_RUN, "check", "--explain", str(policy)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "global_rate_limit windows: USD/hour 5" in result.stdout
+    assert "rules[0] windows: tokens/minute 200000, USD/minute 0.5" in result.stdout

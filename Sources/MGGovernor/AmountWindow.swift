@@ -1,0 +1,97 @@
+import MGPolicy
+
+/// Tokens or picodollars spent by one rule's calls over a rolling window.
+/// A call enters with its reserved amount and is updated to its settled
+/// amount, so the total never undercounts a call in flight.
+struct AmountWindow {
+    struct Entry {
+        var time: Double
+        var id: UInt64
+        var amount: Int64
+    }
+
+    enum Measure {
+        case tokens, picodollars
+    }
+
+    let measure: Measure
+    let length: Double
+    let limit: Int64
+    /// The policy key, such as `max_tokens_per_minute`, for messages.
+    let key: String
+    private var storage: [Entry] = []
+    private var start = 0
+    /// The sum of the live entries' amounts.
+    private(set) var total: Int64 = 0
+
+    init(measure: Measure, length: Double, limit: Int64, key: String) {
+        self.measure = measure
+        self.length = length
+        self.limit = limit
+        self.key = key
+    }
+
+    var remaining: Int64 { limit - total }
+
+    /// Formats an amount of this window's measure for messages: "1200 tokens" or "0.5 USD".
+    func describe(_ amount: Int64) -> String {
+        switch measure {
+        case .tokens: return "\(amount) tokens"
+        case .picodollars: return "\(USD(picodollars: amount)) USD"
+        }
+    }
+
+    /// Drops entries at or before `now - length`.
+    mutating func prune(now: Double) {
+        while start < storage.count && storage[start].time <= now - length {
+            total -= storage[start].amount
+            start += 1
+        }
+        if start > 1_024 && start * 2 > storage.count {
+            storage.removeFirst(start)
+            start = 0
+        }
+    }
+
+    mutating func append(time: Double, id: UInt64, amount: Int64) {
+        storage.append(Entry(time: time, id: id, amount: amount))
+        total += amount
+    }
+
+    /// Sets a call's amount to what it settled at; a call that already left the window changes nothing.
+    mutating func update(id: UInt64, amount: Int64) {
+        guard let index = index(of: id) else { return }
+        total += amount - storage[index].amount
+        storage[index].amount = amount
+    }
+
+    mutating func remove(id: UInt64) {
+        guard let index = index(of: id) else { return }
+        total -= storage[index].amount
+        storage.remove(at: index)
+    }
+
+    /// Returns the seconds until enough entries expire for `needed` to fit, or
+    /// nil when it cannot fit even in an empty window.
+    func secondsUntilFits(_ needed: Int64, now: Double) -> Double? {
+        guard needed <= limit else { return nil }
+        var freed: Int64 = 0
+        for index in start..<storage.count {
+            freed += storage[index].amount
+            if total - freed + needed <= limit {
+                return max(0.001, storage[index].time + length - now)
+            }
+        }
+        return length
+    }
+
+    /// Searches from the newest end, where a call still being settled usually is.
+    private func index(of id: UInt64) -> Int? {
+        var index = storage.count - 1
+        while index >= start {
+            if storage[index].id == id { return index }
+            index -= 1
+        }
+        return nil
+    }
+}
