@@ -68,11 +68,12 @@ public final class Governor: Sendable {
     public var totals: Totals { state.withLock { $0.totals } }
 
     /// Decides one call. On admission the reservation stays until `settle` or `release`.
-    public func admit(_ call: CallDescriptor) -> Decision {
+    /// `countsDenial` is false for a queued call's retries, so that one call counts as at most one denial.
+    public func admit(_ call: CallDescriptor, countsDenial: Bool = true) -> Decision {
         let now = time.now()
         return state.withLock { state -> Decision in
             let decision = decide(call, now: now, state: &state)
-            if case .refuse = decision { state.totals.denied += 1 }
+            if case .refuse = decision, countsDenial { state.totals.denied += 1 }
             return decision
         }
     }

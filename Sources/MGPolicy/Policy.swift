@@ -125,11 +125,15 @@ public enum LimitResponse: String, Sendable {
     case deny
     /// A normal completion whose text is the message, at zero cost.
     case gracefulConclude = "graceful_conclude"
+    /// Hold the call until a window reopens, at most `queueTimeoutSeconds`, then deny.
+    case queue
 }
 
 public struct OnLimitExceeded: Sendable {
     public var action: LimitResponse
     public var messageToAgent: String
+    /// How long `queue` holds a call before it is denied.
+    public var queueTimeoutSeconds: Double = 60
 
     public static let defaultMessage = "A budget or rate limit set by the operator has been reached. Stop calling tools and models, write your final answer with what you have, and finish."
 

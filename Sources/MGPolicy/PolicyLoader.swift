@@ -24,8 +24,8 @@ public enum PolicyLoader {
         "cooldown_seconds", "cooldown_after_limit", "window",
     ]
     static let supportedCeilingKeys = ["max_usd_per_call", "max_usd_per_task", "max_usd_per_minute", "max_usd_per_hour", "max_usd_per_day"]
-    static let supportedOnLimitKeys = ["action", "message_to_agent"]
-    static let notSupportedOnLimitKeys = ["queue_timeout_seconds", "strategy", "fallback_chain", "notify"]
+    static let supportedOnLimitKeys = ["action", "message_to_agent", "queue_timeout_seconds"]
+    static let notSupportedOnLimitKeys = ["strategy", "fallback_chain", "notify"]
 
     public static func load(file: String) throws(PolicyErrors) -> Policy {
         let text: String
@@ -183,12 +183,15 @@ public enum PolicyLoader {
                 if let response = LimitResponse(rawValue: text) {
                     result.action = response
                 } else {
-                    reader.fail(actionNode, "\(path).action", "'\(text)' is not supported yet by this version of mg-run; use deny or graceful_conclude")
+                    reader.fail(actionNode, "\(path).action", "'\(text)' is not supported yet by this version of mg-run; use deny, queue or graceful_conclude")
                 }
             }
         }
         if let messageNode = keys["message_to_agent"], let message = reader.string(messageNode, path: "\(path).message_to_agent") {
             result.messageToAgent = message
+        }
+        if let timeoutNode = keys["queue_timeout_seconds"], let seconds = reader.count(timeoutNode, path: "\(path).queue_timeout_seconds") {
+            result.queueTimeoutSeconds = Double(seconds)
         }
         return result
     }

@@ -143,12 +143,30 @@ public final class MeteringProxy: HTTPHandler {
             actions: call.actions, model: call.model, price: price,
             inputTokensBound: call.inputTokensBound, inputTokensEstimate: call.inputTokensEstimate,
             requestedOutputTokens: call.requestedOutput, producesOutput: endpoint != .embeddings, choices: call.choices)
-        switch governor.admit(descriptor) {
+        switch admitOrQueue(descriptor, started: started) {
         case .refuse(let refusal):
             return refuse(refusal, call: call, started: started)
         case .admit(let admission):
             return forward(request, call: call, admission: admission, upstream: upstream, price: price, started: started)
         }
+    }
+
+    /// Asks the governor; with `on_limit_exceeded: queue`, a call refused by a window that
+    /// reopens is held and asked again until it fits or the queue timeout passes.
+    /// A queued call holds no reservation while it waits.
+    private func admitOrQueue(_ descriptor: CallDescriptor, started: Date) -> Decision {
+        let queues = configuration.onLimitExceeded.action == .queue
+        var decision = governor.admit(descriptor, countsDenial: !queues)
+        guard queues else { return decision }
+        let deadline = started.addingTimeInterval(configuration.onLimitExceeded.queueTimeoutSeconds)
+        while case .refuse(let refusal) = decision, case .window(let wait) = refusal.kind {
+            let left = deadline.timeIntervalSinceNow
+            guard left > 0 else { break }
+            usleep(useconds_t(min(wait, left) * 1_000_000))
+            decision = governor.admit(descriptor, countsDenial: false)
+        }
+        if case .refuse = decision { governor.countDenial() }
+        return decision
     }
 
     private func refuse(_ refusal: Refusal, call: ParsedCall, started: Date) -> HTTPResponse {

@@ -128,3 +128,52 @@ ALLOW_ALL_TEXT = """
 rules:
   - action: "llm:*"
 """
+
+
+QUEUE_AGENT = """
+import concurrent.futures, json, time, openai
+client = openai.OpenAI(max_retries=0)
+def one(index):
+    started = time.monotonic()
+    try:
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "queued %d" % index}])
+        return ["ok", time.monotonic() - started]
+    except openai.RateLimitError as error:
+        return [error.code, time.monotonic() - started]
+with concurrent.futures.ThreadPoolExecutor(3) as pool:
+    print(json.dumps(list(pool.map(one, range(3)))))
+"""
+
+
+def test_queue_holds_calls_until_window_reopens(tmp_path):
+    policy = """
+rules:
+  - action: "llm:*"
+    rate_limit: {max_per_second: 1}
+on_limit_exceeded: {action: queue, queue_timeout_seconds: 10}
+"""
+    result = run_mg(tmp_path, policy, QUEUE_AGENT, "--upstream", "simulate")
+    assert result.returncode == 0, result.stderr
+    outcomes = json.loads(result.stdout)
+    assert [outcome[0] for outcome in outcomes] == ["ok", "ok", "ok"]
+    waits = sorted(outcome[1] for outcome in outcomes)
+    # One call per second: the third waited about two seconds, none was denied.
+    assert waits[2] >= 1.8
+    assert result.summary["denied"] == 0
+    assert [line["decision"] for line in result.audit] == ["allow", "allow", "allow"]
+
+
+def test_queue_denies_at_timeout(tmp_path):
+    policy = """
+rules:
+  - action: "llm:*"
+    rate_limit: {max_per_minute: 1}
+on_limit_exceeded: {action: queue, queue_timeout_seconds: 1}
+"""
+    result = run_mg(tmp_path, policy, QUEUE_AGENT, "--upstream", "simulate")
+    assert result.returncode == 0, result.stderr
+    outcomes = sorted(json.loads(result.stdout), key=lambda outcome: outcome[1])
+    assert outcomes[0][0] == "ok"
+    assert [outcome[0] for outcome in outcomes[1:]] == ["rate_limit_exceeded", "rate_limit_exceeded"]
+    assert all(0.9 <= outcome[1] < 3 for outcome in outcomes[1:])
+    assert result.summary["denied"] == 2
