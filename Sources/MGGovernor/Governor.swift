@@ -29,6 +29,9 @@ public final class Governor: Sendable {
         var inFlight = 0
         var settled = USD.zero
         var reserved = USD.zero
+        var lastAction: String?
+        var consecutive = 0
+        var cooldownUntil = 0.0
     }
 
     private static func amountWindows(for rule: Rule) -> [AmountWindow] {
@@ -135,6 +138,16 @@ public final class Governor: Sendable {
 
     // MARK: - Decision
 
+    /// Starts the cooldown of every rule whose rate-limit object produced the refusal, except for a cooldown itself.
+    private func startCooldowns(_ matched: [(key: RuleKey, rule: Rule)], refusal: Refusal, now: Double, state: inout State) {
+        for (key, rule) in matched {
+            guard let seconds = rule.rateLimit.cooldownSeconds, refusal.limit.hasPrefix(rule.limitsPath + "."),
+                  !refusal.limit.hasSuffix(".cooldown_seconds") else { continue }
+            let until = max(state.rules[key]?.cooldownUntil ?? 0, now + Double(seconds))
+            state.rules[key]?.cooldownUntil = until
+        }
+    }
+
     private func decide(_ call: CallDescriptor, now: Double, state: inout State) -> Decision {
         var matched: [(key: RuleKey, rule: Rule)] = []
         for (layerIndex, layer) in layers.enumerated() {
@@ -229,6 +242,16 @@ public final class Governor: Sendable {
                                    message: "\(call.actions[0]) denied: \(path) (\(limit)) is taken by calls in flight; retry in 1s"))
                 }
             }
+            if now < ruleState.cooldownUntil {
+                let wait = ruleState.cooldownUntil - now
+                refuse(Refusal(kind: .window(retryAfterSeconds: wait), limit: "\(rule.limitsPath).cooldown_seconds",
+                               message: "\(call.actions[0]) denied: \(rule.path) is cooling down after a limit was hit (\(rule.limitsPath).cooldown_seconds, \(rule.position)); retry in \(formatSeconds(wait))"))
+            }
+            if let limit = limits.maxConsecutive, ruleState.lastAction == call.actions[0], ruleState.consecutive >= limit {
+                let path = "\(rule.limitsPath).max_consecutive"
+                refuse(Refusal(kind: .forbidden, limit: path,
+                               message: "\(call.actions[0]) denied: called \(ruleState.consecutive) times in a row, the limit of \(path) at \(rule.position); do something else before calling it again"))
+            }
             if let limit = limits.maxConcurrent, ruleState.inFlight >= limit {
                 let path = "\(rule.limitsPath).max_concurrent"
                 refuse(Refusal(kind: .window(retryAfterSeconds: 1), limit: path,
@@ -284,7 +307,10 @@ public final class Governor: Sendable {
                 }
             }
         }
-        if let worst { return .refuse(worst) }
+        if let worst {
+            startCooldowns(matched, refusal: worst, now: now, state: &state)
+            return .refuse(worst)
+        }
 
         let outputTokens = call.producesOutput ? max(0, outputCap) : 0
         let reservedCost = inputCost + USD(picodollars: Int64(outputTokens) * perOutputToken)
@@ -293,6 +319,12 @@ public final class Governor: Sendable {
         var keys: [RuleKey] = []
         for (key, rule) in matched {
             // Mutated in place: copying RuleState out and back would copy its window array on every call.
+            if state.rules[key]!.lastAction == call.actions[0] {
+                state.rules[key]!.consecutive += 1
+            } else {
+                state.rules[key]!.lastAction = call.actions[0]
+                state.rules[key]!.consecutive = 1
+            }
             state.rules[key, default: RuleState()].taskCalls += 1
             state.rules[key, default: RuleState()].inFlight += 1
             state.rules[key, default: RuleState()].reserved += reservedCost

@@ -24,6 +24,10 @@ public struct RateLimit: Sendable, Equatable {
     public var maxTokensPerMinute: Int?
     public var maxTokensPerHour: Int?
     public var maxTokensPerDay: Int?
+    /// Calls of the same action in a row, after which the action is denied until another one happens.
+    public var maxConsecutive: Int?
+    /// Seconds the rule's actions stay denied after any limit of this object is hit.
+    public var cooldownSeconds: Int?
 
     public init(maxPerSecond: Int? = nil, maxPerMinute: Int? = nil, maxPerHour: Int? = nil, maxPerDay: Int? = nil, maxPerTask: Int? = nil,
                 maxTokensPerCall: Int? = nil) {

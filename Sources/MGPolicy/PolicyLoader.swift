@@ -17,11 +17,11 @@ public enum PolicyLoader {
         "max_per_second", "max_per_minute", "max_per_hour", "max_per_day", "max_per_task", "max_concurrent",
         "max_tokens_per_call", "max_input_tokens_per_call", "max_output_tokens_per_call",
         "max_tokens_per_minute", "max_tokens_per_hour", "max_tokens_per_day",
+        "max_consecutive", "cooldown_seconds", "cooldown_after_limit", "window",
         "max_usd_per_call", "max_usd_per_task", "max_usd_per_minute", "max_usd_per_hour", "max_usd_per_day",
     ]
     static let notSupportedRateLimitKeys = [
-        "max_depth", "max_consecutive", "max_retries", "max_consecutive_failures", "retry_delay_seconds",
-        "cooldown_seconds", "cooldown_after_limit", "window",
+        "max_depth", "max_retries", "max_consecutive_failures", "retry_delay_seconds",
     ]
     static let supportedCeilingKeys = ["max_usd_per_call", "max_usd_per_task", "max_usd_per_minute", "max_usd_per_hour", "max_usd_per_day"]
     static let supportedOnLimitKeys = ["action", "message_to_agent", "queue_timeout_seconds"]
@@ -153,6 +153,13 @@ public enum PolicyLoader {
         limit.maxTokensPerMinute = count("max_tokens_per_minute")
         limit.maxTokensPerHour = count("max_tokens_per_hour")
         limit.maxTokensPerDay = count("max_tokens_per_day")
+        limit.maxConsecutive = count("max_consecutive")
+        // Both spellings mean the same; the longer one wins.
+        let cooldowns = [count("cooldown_seconds"), count("cooldown_after_limit")].compactMap { $0 }
+        limit.cooldownSeconds = cooldowns.max()
+        if let windowNode = keys["window"], let kind = reader.choice(windowNode, path: "\(path).window", among: ["rolling", "fixed"]), kind == "fixed" {
+            reader.fail(windowNode, "\(path).window", "'fixed' is not supported yet by this version of mg-run; remove it to use rolling windows")
+        }
         return (limit, readDollars(keys, path: path, reader: &reader))
     }
 

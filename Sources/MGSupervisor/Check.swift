@@ -67,9 +67,10 @@ enum PolicyCheck {
                 ("tokens/minute", limits.maxTokensPerMinute.map(String.init)), ("tokens/hour", limits.maxTokensPerHour.map(String.init)),
                 ("tokens/day", limits.maxTokensPerDay.map(String.init)), ("USD/minute", rule.costCeiling.maxUSDPerMinute?.description),
                 ("USD/hour", rule.costCeiling.maxUSDPerHour?.description), ("USD/day", rule.costCeiling.maxUSDPerDay?.description),
+                ("consecutive", limits.maxConsecutive.map(String.init)), ("cooldown s", limits.cooldownSeconds.map(String.init)),
             ]
             let set = windows.compactMap { name, value in value.map { "\(name) \($0)" } }
-            if !set.isEmpty { windowLines.append("  \(rule.path) windows: \(set.joined(separator: ", "))") }
+            if !set.isEmpty { windowLines.append("  \(rule.path) also: \(set.joined(separator: ", "))") }
         }
         let widths = header.indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
         for row in rows {

@@ -122,6 +122,35 @@ extension Decision {
         #expect(subject.admit(call(input: 100, choices: 30)).refusal?.kind == .forbidden)
     }
 
+    @Test func consecutiveSameActionDeniedUntilAnother() {
+        var limits = RateLimit()
+        limits.maxConsecutive = 2
+        let subject = governor([Rule(action: "llm:*", rateLimit: limits)])
+        #expect(subject.admit(call(model: "a")).admission != nil)
+        #expect(subject.admit(call(model: "a")).admission != nil)
+        let refusal = subject.admit(call(model: "a")).refusal
+        #expect(refusal?.limit == "rules[0].rate_limit.max_consecutive")
+        #expect(refusal?.kind == .forbidden)
+        #expect(subject.admit(call(model: "b")).admission != nil)
+        #expect(subject.admit(call(model: "a")).admission != nil)
+    }
+
+    @Test func cooldownAfterAnyLimit() {
+        let time = ManualTimeSource()
+        var limits = RateLimit(maxPerMinute: 1)
+        limits.cooldownSeconds = 120
+        let subject = governor([Rule(action: "llm:*", rateLimit: limits)], time: time)
+        #expect(subject.admit(call()).admission != nil)
+        #expect(subject.admit(call()).refusal?.limit == "rules[0].rate_limit.max_per_minute")
+        // The minute window reopens after 60 s, but the cooldown started by the refusal lasts 120 s.
+        time.advance(by: 61)
+        let refusal = subject.admit(call()).refusal
+        #expect(refusal?.limit == "rules[0].rate_limit.cooldown_seconds")
+        #expect(refusal?.kind == .window(retryAfterSeconds: 59))
+        time.advance(by: 59.5)
+        #expect(subject.admit(call()).admission != nil)
+    }
+
     @Test func hourAndDayWindows() {
         let time = ManualTimeSource()
         let subject = governor([Rule(action: "llm:*", rateLimit: RateLimit(maxPerHour: 2, maxPerDay: 3))], time: time)

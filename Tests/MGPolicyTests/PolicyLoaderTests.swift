@@ -84,6 +84,18 @@ private func errors(of text: String, file: String = "policy.yaml") -> [String] {
         #expect(global.ceilingPath("max_usd_per_day", section: global.costCeiling.windowSection) == "global_rate_limit.max_usd_per_day")
     }
 
+    @Test func consecutiveCooldownAndWindowKind() throws {
+        let policy = try PolicyLoader.parse(text: """
+            rules:
+              - action: "llm:*"
+                rate_limit: {max_consecutive: 4, cooldown_seconds: 30, cooldown_after_limit: 90, window: rolling}
+            """, file: "p.yaml")
+        #expect(policy.rules[0].rateLimit.maxConsecutive == 4)
+        #expect(policy.rules[0].rateLimit.cooldownSeconds == 90)
+        let found = errors(of: "rules:\n  - action: x\n    rate_limit: {window: fixed}\n")
+        #expect(found == ["policy.yaml:3:26: rules[0].rate_limit.window: 'fixed' is not supported yet by this version of mg-run; remove it to use rolling windows"])
+    }
+
     @Test func bothGlobalSpellingsRejected() {
         let found = errors(of: "global_rate_limit: {max_per_minute: 1}\nrate_limit: {max_per_minute: 2}\n")
         #expect(found == ["policy.yaml:2:13: rate_limit: both global_rate_limit and rate_limit are set, and they mean the same; keep one of them"])
@@ -147,14 +159,14 @@ private func errors(of text: String, file: String = "policy.yaml") -> [String] {
             rules:
               - action: "llm:*"
                 conditions: ["cost_today < 5"]
-                rate_limit: {max_consecutive: 2}
+                rate_limit: {max_retries: 2}
             on_limit_exceeded:
               action: pause
             """)
         #expect(found.count == 4)
         #expect(found[0].hasPrefix("policy.yaml:1:1: time_restrictions: is not supported yet by this version of mg-run"))
         #expect(found[1].hasPrefix("policy.yaml:5:5: rules[0].conditions: is not supported yet"))
-        #expect(found[2].hasPrefix("policy.yaml:6:18: rules[0].rate_limit.max_consecutive: is not supported yet"))
+        #expect(found[2].hasPrefix("policy.yaml:6:18: rules[0].rate_limit.max_retries: is not supported yet"))
         #expect(found[3] == "policy.yaml:8:11: on_limit_exceeded.action: 'pause' is not supported yet by this version of mg-run; use deny, queue or graceful_conclude")
     }
 

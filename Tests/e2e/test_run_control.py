@@ -311,5 +311,5 @@ def test_readme_policy_example_is_valid(tmp_path):
     policy.write_text(example)
     result = subprocess.run([MG_RUN, "check", "--explain", str(policy)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "global_rate_limit windows: USD/hour 5" in result.stdout
-    assert "rules[0] windows: tokens/minute 200000, USD/minute 0.5" in result.stdout
+    assert "global_rate_limit also: USD/hour 5" in result.stdout
+    assert "rules[0] also: tokens/minute 200000, USD/minute 0.5, consecutive 20, cooldown s 60" in result.stdout
