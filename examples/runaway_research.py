@@ -4,7 +4,9 @@ It behaves like an unattended autonomous agent: it plans, "searches",
 summarizes, criticizes its own summary, decides it needs more sources, and
 starts again, carrying every step in a growing context. It also starts a
 background "crawler" in its own session (setsid), the way agents leave
-helper processes behind. Nothing in it stops the loop; mg-run does.
+helper processes behind. Nothing in it stops the loop but mg-run: a stop,
+or a reply that tells it to write its final answer (a policy's graceful
+conclusion), which it obeys as a model-driven agent would.
 
 Run it under mg-run (no key needed with the simulator):
 
@@ -61,6 +63,9 @@ def main():
             time.sleep(0.5)
             continue
         text = reply.choices[0].message.content
+        if "final answer" in text.lower():
+            print(f"runaway: iteration {iteration}: told to conclude; writing the final report and exiting", flush=True)
+            return
         messages.append({"role": "assistant", "content": text})
         usage = reply.usage
         print(f"runaway: iteration {iteration}: {step}; context {len(messages)} messages, "

@@ -18,6 +18,8 @@ public struct Refusal: Sendable, Error {
         case quota
         /// The policy forbids the call as it is (deny rule, per-call cap, unpriced model).
         case forbidden
+        /// The agent must finish: the call gets the conclusion reply, whatever on_limit_exceeded says.
+        case conclude
     }
 
     public var kind: Kind
@@ -38,9 +40,12 @@ public struct Refusal: Sendable, Error {
     /// Forbidden outranks a ceiling, which outranks a window; among windows, the longer wait.
     func isMoreSevere(than other: Refusal) -> Bool {
         switch (kind, other.kind) {
-        case (.forbidden, .forbidden), (.quota, .quota): return false
+        case (.forbidden, .forbidden), (.quota, .quota), (.conclude, .conclude): return false
         case (.forbidden, _): return true
         case (_, .forbidden): return false
+        // Asking the agent to finish outranks spent budgets, which it would also end.
+        case (.conclude, _): return true
+        case (_, .conclude): return false
         case (.quota, _): return true
         case (_, .quota): return false
         case (.window(let mine), .window(let theirs)): return mine > theirs

@@ -29,6 +29,7 @@ public final class Governor: Sendable {
         var inFlight = 0
         var settled = USD.zero
         var reserved = USD.zero
+        var completionCalls = 0           // admitted calls that write output
         var lastAction: String?
         var consecutive = 0
         var cooldownUntil = 0.0
@@ -53,6 +54,7 @@ public final class Governor: Sendable {
         var rules: [RuleKey]
         var cost: USD
         var price: ModelPrice
+        var producesOutput: Bool
     }
 
     private struct State {
@@ -115,6 +117,7 @@ public final class Governor: Sendable {
                 state.rules[key]?.reserved -= reservation.cost
                 state.rules[key]?.inFlight -= 1
                 state.rules[key]?.taskCalls -= 1
+                if reservation.producesOutput { state.rules[key]?.completionCalls -= 1 }
                 state.rules[key]?.window.remove(id: id)
                 for index in state.rules[key]?.amounts.indices ?? 0..<0 {
                     state.rules[key]!.amounts[index].remove(id: id)
@@ -242,6 +245,12 @@ public final class Governor: Sendable {
                                    message: "\(call.actions[0]) denied: \(path) (\(limit)) is taken by calls in flight; retry in 1s"))
                 }
             }
+            if let limit = rule.requireConclusionAfter, call.producesOutput, ruleState.completionCalls >= limit {
+                let path = "\(rule.path).behavioral_limits.require_conclusion_after"
+                refuse(Refusal(kind: .conclude, limit: path,
+                               message: "\(call.actions[0]) concluded: \(ruleState.completionCalls) LLM calls reached \(path) (\(limit)) at \(rule.position)",
+                               stopReason: "behavioral_limits:require_conclusion_after"))
+            }
             if now < ruleState.cooldownUntil {
                 let wait = ruleState.cooldownUntil - now
                 refuse(Refusal(kind: .window(retryAfterSeconds: wait), limit: "\(rule.limitsPath).cooldown_seconds",
@@ -325,6 +334,7 @@ public final class Governor: Sendable {
                 state.rules[key]!.lastAction = call.actions[0]
                 state.rules[key]!.consecutive = 1
             }
+            if call.producesOutput { state.rules[key]!.completionCalls += 1 }
             state.rules[key, default: RuleState()].taskCalls += 1
             state.rules[key, default: RuleState()].inFlight += 1
             state.rules[key, default: RuleState()].reserved += reservedCost
@@ -339,7 +349,7 @@ public final class Governor: Sendable {
             }
             keys.append(key)
         }
-        state.reservations[id] = Reservation(rules: keys, cost: reservedCost, price: price)
+        state.reservations[id] = Reservation(rules: keys, cost: reservedCost, price: price, producesOutput: call.producesOutput)
         state.totals.calls += 1
         state.totals.inFlight += 1
         state.totals.reserved += reservedCost

@@ -90,6 +90,8 @@ public struct Rule: Sendable {
     public var effect: Effect
     public var rateLimit: RateLimit
     public var costCeiling: CostCeiling
+    /// After this many LLM calls that write output in the task, every further one gets the conclusion reply.
+    public var requireConclusionAfter: Int?
     /// The rule's start position and key path such as `rules[2]`, for messages.
     public var position: SourcePosition
     public var path: String

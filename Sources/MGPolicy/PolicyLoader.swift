@@ -11,8 +11,8 @@ public enum PolicyLoader {
         "anomaly_detection", "circuit_breaker", "emergency_stop", "cost_tracking", "optimization", "scaling",
         "run", "upstreams", "prices", "unknown_model",
     ]
-    static let supportedRuleKeys = ["action", "effect", "rate_limit", "cost_ceiling", "name", "description"]
-    static let notSupportedRuleKeys = ["conditions", "behavioral_limits", "requires", "audit", "essential"]
+    static let supportedRuleKeys = ["action", "effect", "rate_limit", "cost_ceiling", "behavioral_limits", "name", "description"]
+    static let notSupportedRuleKeys = ["conditions", "requires", "audit", "essential"]
     static let supportedRateLimitKeys = [
         "max_per_second", "max_per_minute", "max_per_hour", "max_per_day", "max_per_task", "max_concurrent",
         "max_tokens_per_call", "max_input_tokens_per_call", "max_output_tokens_per_call",
@@ -126,6 +126,12 @@ public enum PolicyLoader {
         rule.costCeiling.merge(perCall: rateLimitDollars.maxUSDPerCall, perTask: rateLimitDollars.maxUSDPerTask)
         rule.costCeiling.mergeWindows(perMinute: rateLimitDollars.maxUSDPerMinute, perHour: rateLimitDollars.maxUSDPerHour,
                                       perDay: rateLimitDollars.maxUSDPerDay)
+        if let behaviorNode = keys["behavioral_limits"],
+           let behavior = reader.mapping(behaviorNode, path: "\(path).behavioral_limits", supported: ["require_conclusion_after"],
+                                         notSupportedYet: ["max_consecutive_research", "max_iterations_per_topic"]),
+           let node = behavior["require_conclusion_after"] {
+            rule.requireConclusionAfter = reader.count(node, path: "\(path).behavioral_limits.require_conclusion_after")
+        }
         for key in ["name", "description"] {
             if let metadataNode = keys[key] { _ = reader.string(metadataNode, path: "\(path).\(key)") }
         }

@@ -170,7 +170,8 @@ public final class MeteringProxy: HTTPHandler {
     }
 
     private func refuse(_ refusal: Refusal, call: ParsedCall, started: Date) -> HTTPResponse {
-        let concludes = configuration.onLimitExceeded.action == .gracefulConclude && refusal.kind != .forbidden && call.endpoint != .embeddings
+        let concludes = call.endpoint != .embeddings && (refusal.kind == .conclude
+            || configuration.onLimitExceeded.action == .gracefulConclude && refusal.kind != .forbidden)
         if concludes {
             governor.recordConclusion()
             record(AuditRecord(action: call.modelAction, model: call.model, decision: "conclude", reason: refusal.message), status: 200, started: started)

@@ -284,7 +284,8 @@ enum ErrorBody {
         case .quota:
             return response(provider, status: 429, type: "insufficient_quota", code: "insufficient_quota", message: refusal.message,
                             headers: [("x-should-retry", "false")])
-        case .forbidden:
+        case .forbidden, .conclude:
+            // Conclusions are answered with a completion; only a call that cannot carry one gets here.
             return response(provider, status: 403, type: "permission_error", code: "policy_denied", message: refusal.message,
                             headers: [("x-should-retry", "false")])
         }

@@ -135,6 +135,22 @@ extension Decision {
         #expect(subject.admit(call(model: "a")).admission != nil)
     }
 
+    @Test func conclusionRequiredAfterCalls() {
+        var rule = Rule(action: "llm:*")
+        rule.requireConclusionAfter = 2
+        let subject = governor([rule])
+        #expect(subject.admit(call()).admission != nil)
+        #expect(subject.admit(call()).admission != nil)
+        let refusal = subject.admit(call()).refusal
+        #expect(refusal?.kind == .conclude)
+        #expect(refusal?.limit == "rules[0].behavioral_limits.require_conclusion_after")
+        #expect(refusal?.stopReason == "behavioral_limits:require_conclusion_after")
+        // Embeddings write no output, so they are not asked to conclude.
+        let embedding = CallDescriptor(actions: ["llm:e", "llm:embedding"], model: "e", price: price, inputTokensBound: 10,
+                                       inputTokensEstimate: 3, producesOutput: false)
+        #expect(subject.admit(embedding).admission != nil)
+    }
+
     @Test func cooldownAfterAnyLimit() {
         let time = ManualTimeSource()
         var limits = RateLimit(maxPerMinute: 1)

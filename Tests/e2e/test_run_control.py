@@ -313,3 +313,29 @@ def test_readme_policy_example_is_valid(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "global_rate_limit also: USD/hour 5" in result.stdout
     assert "rules[0] also: tokens/minute 200000, USD/minute 0.5, consecutive 20, cooldown s 60" in result.stdout
+
+
+def test_shipped_profiles_load_and_explain():
+    for name in ["basic", "research", "development", "enterprise"]:
+        path = ROOT / f"profiles/{name}.yaml"
+        result = subprocess.run([MG_RUN, "check", "--explain", str(path)], capture_output=True, text=True)
+        assert result.returncode == 0, f"{name}: {result.stderr}"
+        assert result.stdout.startswith(f"{path}: valid"), name
+        assert "  rule " in result.stdout, name
+
+
+def test_runaway_concluded_under_research_profile(tmp_path):
+    command = [MG_RUN, "--policy", str(ROOT / "profiles/research.yaml"), "--upstream", "simulate",
+               "--summary", str(tmp_path / "summary.json"), "--audit", str(tmp_path / "audit.jsonl"),
+               "--", sys.executable, str(ROOT / "examples/runaway_research.py")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "told to conclude" in result.stdout
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["outcome"] == "completed"
+    assert summary["stop_reason"] is None
+    audit = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert [line["decision"] for line in audit].count("allow") == 30
+    assert audit[-1]["decision"] == "conclude"
+    assert "behavioral_limits.require_conclusion_after (30)" in audit[-1]["reason"]
+    assert audit[-1]["cost_usd"] == 0
