@@ -63,6 +63,7 @@ public enum Pricing {
             + Int64(usage.cacheReadTokens) * price.cachedInputPerToken
             + Int64(usage.cacheWriteTokens) * price.cacheWritePerToken
             + Int64(usage.outputTokens) * price.outputPerToken
+            + price.perCall
         return USD(picodollars: picodollars)
     }
 }

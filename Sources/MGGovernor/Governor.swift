@@ -178,7 +178,7 @@ public final class Governor: Sendable {
 
         let price = call.price
         let perOutputToken = price.outputPerToken * Int64(call.choices)
-        let inputCost = USD(picodollars: Int64(call.inputTokensBound) * price.inputPerToken)
+        let inputCost = USD(picodollars: Int64(call.inputTokensBound) * price.inputPerToken + price.perCall)
         let modelLimit = call.producesOutput ? price.maxOutputTokens : 0
         var outputCap = min(call.requestedOutputTokens ?? modelLimit, modelLimit)
         let minimumOutput = min(call.requestedOutputTokens ?? Governor.minimumOutputTokens, Governor.minimumOutputTokens, modelLimit)

@@ -5,11 +5,11 @@ import Foundation
 /// because a limit that is silently ignored is a budget leak.
 public enum PolicyLoader {
     static let metadataKeys = ["name", "version", "description", "owner", "approved_by", "last_updated", "rationale", "changelog"]
-    static let supportedTopLevel = metadataKeys + ["rules", "on_limit_exceeded", "default_effect", "global_rate_limit", "rate_limit"]
+    static let supportedTopLevel = metadataKeys + ["rules", "on_limit_exceeded", "default_effect", "global_rate_limit", "rate_limit", "prices"]
     static let notSupportedTopLevel = [
         "agent_match", "time_restrictions", "budget", "approval_required",
         "anomaly_detection", "circuit_breaker", "emergency_stop", "cost_tracking", "optimization", "scaling",
-        "run", "upstreams", "prices", "unknown_model",
+        "run", "upstreams", "unknown_model",
     ]
     static let supportedRuleKeys = ["action", "effect", "rate_limit", "cost_ceiling", "behavioral_limits", "name", "description"]
     static let notSupportedRuleKeys = ["conditions", "requires", "audit", "essential"]
@@ -95,6 +95,23 @@ public enum PolicyLoader {
             dollars.windowSection = ""
             rule.costCeiling = dollars
             policy.globalRule = rule
+        }
+        if let node = top["prices"] {
+            if case .mapping(let pairs) = node.value {
+                var seen: [String: Int] = [:]
+                for (keyNode, valueNode) in pairs {
+                    guard let glob = reader.string(keyNode, path: "prices") else { continue }
+                    if let line = seen.updateValue(keyNode.position.line, forKey: glob) {
+                        reader.fail(keyNode, "prices", "duplicate key '\(glob)' (first at line \(line)); remove one of them")
+                        continue
+                    }
+                    if let price = PriceTable.readPrice(valueNode, path: "prices.\(glob)", reader: &reader) {
+                        policy.priceOverrides.append((glob, price))
+                    }
+                }
+            } else {
+                reader.fail(node, "prices", "expected a mapping from model glob to price, got \(node.kindName)")
+            }
         }
         if let node = top["on_limit_exceeded"] {
             policy.onLimitExceeded = readOnLimitExceeded(node, reader: &reader)

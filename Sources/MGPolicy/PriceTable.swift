@@ -11,6 +11,8 @@ public struct ModelPrice: Sendable, Equatable {
     public var cacheWritePerToken: Int64
     /// The largest output the model accepts in one call, used when the client sets no max_tokens.
     public var maxOutputTokens: Int
+    /// A fee per call on top of the tokens, in picodollars.
+    public var perCall: Int64 = 0
 
     public init(inputPerToken: Int64, outputPerToken: Int64, cachedInputPerToken: Int64? = nil, cacheWritePerToken: Int64? = nil, maxOutputTokens: Int = 4096) {
         self.inputPerToken = inputPerToken
@@ -35,6 +37,8 @@ public struct ModelPrice: Sendable, Equatable {
 /// "gpt-4.5" are not priced as "o3" and "gpt-4".
 public struct PriceTable: Sendable {
     public var models: [String: ModelPrice]
+    /// A policy's `prices:` entries, by model glob; they win over `models`.
+    public var overrides: [(glob: String, price: ModelPrice)] = []
     /// The day the prices were read, as written in the file.
     public var asOf: String
     public var file: String
@@ -46,6 +50,11 @@ public struct PriceTable: Sendable {
     }
 
     public func price(for model: String) -> ModelPrice? {
+        // Several layers may price the same model; the most expensive entry is the safe one.
+        let overriding = overrides.filter { Rule(action: $0.glob).matches(model) }.map(\.price)
+        if let highest = overriding.max(by: { ($0.outputPerToken, $0.inputPerToken, $0.perCall) < ($1.outputPerToken, $1.inputPerToken, $1.perCall) }) {
+            return highest
+        }
         if let exact = models[model] { return exact }
         for (id, price) in models where model.hasPrefix(id + "-") {
             if PriceTable.isSnapshotSuffix(model.dropFirst(id.count + 1)) { return price }
@@ -109,16 +118,20 @@ public struct PriceTable: Sendable {
     }
 
     static func readPrice(_ node: YAMLNode, path: String, reader: inout SchemaReader) -> ModelPrice? {
-        let keys = ["input_per_mtok", "output_per_mtok", "cached_input_per_mtok", "cache_write_per_mtok", "max_output_tokens"]
+        let keys = ["input_per_mtok", "output_per_mtok", "cached_input_per_mtok", "cache_write_per_mtok", "max_output_tokens", "per_call"]
         guard let fields = reader.mapping(node, path: path, supported: keys) else { return nil }
-        guard let inputNode = fields["input_per_mtok"], let input = reader.dollars(inputNode, path: "\(path).input_per_mtok") else {
-            if fields["input_per_mtok"] == nil { reader.fail(node, path, "missing key 'input_per_mtok'") }
+        let perCall = fields["per_call"].flatMap { reader.dollars($0, path: "\(path).per_call") }
+        guard fields["input_per_mtok"] != nil || perCall != nil else {
+            reader.fail(node, path, "missing key 'input_per_mtok'; give it, or per_call for a flat fee per call")
             return nil
         }
+        guard let input = fields["input_per_mtok"].map({ reader.dollars($0, path: "\(path).input_per_mtok") }) ?? .zero else { return nil }
         let output = fields["output_per_mtok"].flatMap { reader.dollars($0, path: "\(path).output_per_mtok") } ?? .zero
         let cached = fields["cached_input_per_mtok"].flatMap { reader.dollars($0, path: "\(path).cached_input_per_mtok") }
         let cacheWrite = fields["cache_write_per_mtok"].flatMap { reader.dollars($0, path: "\(path).cache_write_per_mtok") }
         let maxOutput = fields["max_output_tokens"].flatMap { reader.count($0, path: "\(path).max_output_tokens") } ?? 4096
-        return ModelPrice(inputPerMTok: input, outputPerMTok: output, cachedInputPerMTok: cached, cacheWritePerMTok: cacheWrite, maxOutputTokens: maxOutput)
+        var price = ModelPrice(inputPerMTok: input, outputPerMTok: output, cachedInputPerMTok: cached, cacheWritePerMTok: cacheWrite, maxOutputTokens: maxOutput)
+        price.perCall = perCall?.picodollars ?? 0
+        return price
     }
 }

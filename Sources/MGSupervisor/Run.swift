@@ -67,7 +67,8 @@ public final class Run: Sendable {
     public func execute() throws(RunError) -> Int32 {
         let started = Date()
         let layers = try loadPolicies()
-        let prices = try loadPrices()
+        var prices = try loadPrices()
+        prices.overrides = layers.flatMap(\.priceOverrides)
         // Found now, not after the agent has run for hours.
         if let path = options.summaryPath, !FileManager.default.createFile(atPath: path, contents: nil) {
             throw RunError("cannot create the summary file '\(path)'; check that its directory exists and is writable")

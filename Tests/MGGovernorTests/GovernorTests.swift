@@ -247,6 +247,15 @@ extension Decision {
         #expect(subject.admit(call(input: 100, output: 100)).admission != nil)
     }
 
+    @Test func perCallFeeReservedAndCharged() {
+        var fee = price
+        fee.perCall = 500_000_000  // 0.0005 USD
+        let subject = governor([Rule(action: "llm:*", costCeiling: CostCeiling(maxUSDPerCall: dollars("0.0004")))])
+        let descriptor = CallDescriptor(actions: ["llm:m"], model: "m", price: fee, inputTokensBound: 1, inputTokensEstimate: 1)
+        #expect(subject.admit(descriptor).refusal?.kind == .forbidden)
+        #expect(Pricing.cost(of: Usage(uncachedInputTokens: 0, outputTokens: 0), at: fee) == dollars("0.0005"))
+    }
+
     @Test func cachedTokensPricedSeparately() {
         let usage = Usage(uncachedInputTokens: 100, cacheReadTokens: 1_000, cacheWriteTokens: 10, outputTokens: 20)
         // 100 * 1e6 + 1000 * 0.5e6 + 10 * 1.25e6 + 20 * 2e6 picodollars

@@ -96,6 +96,26 @@ private func errors(of text: String, file: String = "policy.yaml") -> [String] {
         #expect(found == ["policy.yaml:3:26: rules[0].rate_limit.window: 'fixed' is not supported yet by this version of mg-run; remove it to use rolling windows"])
     }
 
+    @Test func priceOverridesByGlob() throws {
+        let policy = try PolicyLoader.parse(text: """
+            rules: [{action: "llm:*"}]
+            prices:
+              "local-*": {input_per_mtok: 0.5, output_per_mtok: 1, max_output_tokens: 2048}
+              search-api: {per_call: 0.008}
+            """, file: "p.yaml")
+        #expect(policy.priceOverrides.map(\.glob) == ["local-*", "search-api"])
+        var table = PriceTable(models: ["gpt-4o": ModelPrice(inputPerToken: 1, outputPerToken: 2)])
+        table.overrides = policy.priceOverrides
+        #expect(table.price(for: "local-llama")?.outputPerToken == 1_000_000)
+        #expect(table.price(for: "local-llama")?.maxOutputTokens == 2048)
+        #expect(table.price(for: "search-api")?.perCall == 8_000_000_000)
+        #expect(table.price(for: "gpt-4o")?.inputPerToken == 1)
+        let found = errors(of: "rules: [{action: x}]\nprices:\n  m: {output_per_mtok: 1}\n  m: {per_call: 1}\n")
+        #expect(found.count == 2)
+        #expect(found[0].hasPrefix("policy.yaml:3:6: prices.m: missing key 'input_per_mtok'"))
+        #expect(found[1] == "policy.yaml:4:3: prices: duplicate key 'm' (first at line 3); remove one of them")
+    }
+
     @Test func bothGlobalSpellingsRejected() {
         let found = errors(of: "global_rate_limit: {max_per_minute: 1}\nrate_limit: {max_per_minute: 2}\n")
         #expect(found == ["policy.yaml:2:13: rate_limit: both global_rate_limit and rate_limit are set, and they mean the same; keep one of them"])

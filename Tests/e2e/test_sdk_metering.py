@@ -81,3 +81,20 @@ def test_embeddings_metered(tmp_path):
     assert (count, dimensions) == (2, 1536)
     assert result.audit[0]["input_tokens"] == tokens
     assert result.audit[0]["output_tokens"] == 0
+
+
+LOCAL_MODEL_AGENT = """
+import openai
+reply = openai.OpenAI().chat.completions.create(model="local-llama-3", max_tokens=50, messages=[{"role": "user", "content": "hi"}])
+print(reply.usage.prompt_tokens, reply.usage.completion_tokens)
+"""
+
+
+def test_policy_prices_a_model_the_table_lacks(tmp_path):
+    policy = ALLOW_ALL + 'prices:\n  "local-*": {input_per_mtok: 1.0, output_per_mtok: 2.0, per_call: 0.001}\n'
+    result = run_mg(tmp_path, policy, LOCAL_MODEL_AGENT, "--upstream", "simulate")
+    assert result.returncode == 0, result.stderr
+    prompt, completion = map(int, result.stdout.split())
+    line = result.audit[0]
+    assert line["decision"] == "allow"
+    assert abs(line["cost_usd"] - ((prompt * 1.0 + completion * 2.0) / 1e6 + 0.001)) < 1e-9
