@@ -51,7 +51,7 @@ public struct PriceTable: Sendable {
 
     public func price(for model: String) -> ModelPrice? {
         // Several layers may price the same model; the most expensive entry is the safe one.
-        let overriding = overrides.filter { Rule(action: $0.glob).matches(model) }.map(\.price)
+        let overriding = overrides.isEmpty ? [] : overrides.filter { Rule(action: $0.glob).matches(model) }.map(\.price)
         if let highest = overriding.max(by: { ($0.outputPerToken, $0.inputPerToken, $0.perCall) < ($1.outputPerToken, $1.inputPerToken, $1.perCall) }) {
             return highest
         }
