@@ -18,7 +18,7 @@ public struct Refusal: Sendable, Error {
         case quota
         /// The policy forbids the call as it is (deny rule, per-call cap, unpriced model).
         case forbidden
-        /// The agent must finish: the call gets the conclusion reply, whatever on_limit_exceeded says.
+        /// The agent must finish: the call gets the conclusion reply, whatever on_limit_exceeded sets.
         case conclude
     }
 

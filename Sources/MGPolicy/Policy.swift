@@ -106,12 +106,12 @@ public struct Rule: Sendable {
         self.path = path
     }
 
-    /// Where the rule's limits sit, for messages: `rules[2].rate_limit`, or `global_rate_limit` for a layer-wide limit.
+    /// The key path of the rule's limits, for messages: `rules[2].rate_limit`, or `global_rate_limit` for a layer-wide limit.
     public var limitsPath: String {
         path == "global_rate_limit" || path == "rate_limit" ? path : "\(path).rate_limit"
     }
 
-    /// The key path of a dollar ceiling, under the section it was written in.
+    /// Returns the key path of a dollar ceiling, under the section it was written in.
     public func ceilingPath(_ key: String, section: String) -> String {
         section.isEmpty ? "\(path).\(key)" : "\(path).\(section).\(key)"
     }
@@ -138,7 +138,7 @@ public enum LimitResponse: String, Sendable {
 public struct OnLimitExceeded: Sendable {
     public var action: LimitResponse
     public var messageToAgent: String
-    /// How long `queue` holds a call before it is denied.
+    /// The seconds a queued call waits before it is denied.
     public var queueTimeoutSeconds: Double = 60
 
     public static let defaultMessage = "A budget or rate limit set by the operator has been reached. Stop calling tools and models, write your final answer with what you have, and finish."

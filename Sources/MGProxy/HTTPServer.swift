@@ -37,7 +37,8 @@ public struct HTTPResponse: Sendable {
     public var headers: [(String, String)]
     public var body: HTTPBody
     /// Work to run once the response is sent or the client is gone, off the
-    /// latency path of the request. It runs exactly once either way.
+    /// latency path of the request. The server calls it once in either case,
+    /// from MHD's completion callback or, if queueing fails, at once.
     public var afterSending: (@Sendable () -> Void)?
 
     public init(status: Int, headers: [(String, String)] = [], body: HTTPBody = .bytes([]), afterSending: (@Sendable () -> Void)? = nil) {

@@ -151,9 +151,9 @@ public final class MeteringProxy: HTTPHandler {
         }
     }
 
-    /// Asks the governor; with `on_limit_exceeded: queue`, a call refused by a window that
-    /// reopens is held and asked again until it fits or the queue timeout passes.
-    /// A queued call holds no reservation while it waits.
+    /// Returns the governor's decision. With `on_limit_exceeded: queue`, a call denied by a
+    /// window that reopens waits and is decided again, until it fits or the queue timeout
+    /// passes. A queued call has no reservation while it waits.
     private func admitOrQueue(_ descriptor: CallDescriptor, started: Date) -> Decision {
         let queues = configuration.onLimitExceeded.action == .queue
         var decision = governor.admit(descriptor, countsDenial: !queues)

@@ -285,7 +285,7 @@ enum ErrorBody {
             return response(provider, status: 429, type: "insufficient_quota", code: "insufficient_quota", message: refusal.message,
                             headers: [("x-should-retry", "false")])
         case .forbidden, .conclude:
-            // Conclusions are answered with a completion; only a call that cannot carry one gets here.
+            // A conclusion is sent as a completion, so only a call that cannot carry one gets here.
             return response(provider, status: 403, type: "permission_error", code: "policy_denied", message: refusal.message,
                             headers: [("x-should-retry", "false")])
         }
