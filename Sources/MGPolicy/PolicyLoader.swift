@@ -164,19 +164,16 @@ public enum PolicyLoader {
         func count(_ key: String) -> Int? {
             keys[key].flatMap { reader.count($0, path: "\(path).\(key)") }
         }
-        limit.maxPerSecond = count("max_per_second")
-        limit.maxPerMinute = count("max_per_minute")
-        limit.maxPerHour = count("max_per_hour")
-        limit.maxPerDay = count("max_per_day")
-        limit.maxPerTask = count("max_per_task")
-        limit.maxTokensPerCall = count("max_tokens_per_call")
-        limit.maxInputTokensPerCall = count("max_input_tokens_per_call")
-        limit.maxOutputTokensPerCall = count("max_output_tokens_per_call")
-        limit.maxConcurrent = count("max_concurrent")
-        limit.maxTokensPerMinute = count("max_tokens_per_minute")
-        limit.maxTokensPerHour = count("max_tokens_per_hour")
-        limit.maxTokensPerDay = count("max_tokens_per_day")
-        limit.maxConsecutive = count("max_consecutive")
+        let counts: [(String, WritableKeyPath<RateLimit, Int?>)] = [
+            ("max_per_second", \.maxPerSecond), ("max_per_minute", \.maxPerMinute), ("max_per_hour", \.maxPerHour),
+            ("max_per_day", \.maxPerDay), ("max_per_task", \.maxPerTask), ("max_concurrent", \.maxConcurrent),
+            ("max_tokens_per_call", \.maxTokensPerCall), ("max_input_tokens_per_call", \.maxInputTokensPerCall),
+            ("max_output_tokens_per_call", \.maxOutputTokensPerCall), ("max_tokens_per_minute", \.maxTokensPerMinute),
+            ("max_tokens_per_hour", \.maxTokensPerHour), ("max_tokens_per_day", \.maxTokensPerDay), ("max_consecutive", \.maxConsecutive),
+        ]
+        for (key, field) in counts {
+            limit[keyPath: field] = count(key)
+        }
         // Both spellings mean the same; the longer one wins.
         let cooldowns = [count("cooldown_seconds"), count("cooldown_after_limit")].compactMap { $0 }
         limit.cooldownSeconds = cooldowns.max()
