@@ -45,10 +45,45 @@ enum Conclusion {
                 "id": id, "type": "message", "role": "assistant", "model": call.model,
                 "content": [["type": "text", "text": text]], "stop_reason": "end_turn", "stop_sequence": NSNull(), "usage": usage,
             ])
+        case .responses:
+            return responses(call: call, id: id, created: created, text: text)
         case .embeddings:
             // An embedding cannot carry a message; callers refuse instead.
             return .json(500, ["error": ["message": "no conclusion for embeddings", "type": "api_error"]])
         }
+    }
+
+    /// A Responses API response, or its event stream, whose one output message is `text`.
+    private static func responses(call: ParsedCall, id: String, created: Int, text: String) -> HTTPResponse {
+        let usage: [String: Any] = ["input_tokens": 0, "input_tokens_details": ["cached_tokens": 0, "cache_write_tokens": 0],
+                                    "output_tokens": 0, "output_tokens_details": ["reasoning_tokens": 0], "total_tokens": 0]
+        let part: [String: Any] = ["type": "output_text", "text": text, "annotations": [Any]()]
+        let item: [String: Any] = ["type": "message", "id": "msg_\(id)", "status": "completed", "role": "assistant", "content": [part]]
+        func response(_ status: String, output: [Any]) -> [String: Any] {
+            ["id": "resp_\(id)", "object": "response", "created_at": created, "status": status, "model": call.model,
+             "output": output, "usage": status == "completed" ? usage : NSNull(), "parallel_tool_calls": true, "tool_choice": "auto", "tools": [Any]()]
+        }
+        guard call.stream else { return .json(200, response("completed", output: [item])) }
+        var inProgressItem = item
+        inProgressItem["status"] = "in_progress"
+        inProgressItem["content"] = [Any]()
+        let events: [[String: Any]] = [
+            ["type": "response.created", "response": response("in_progress", output: [])],
+            ["type": "response.output_item.added", "output_index": 0, "item": inProgressItem],
+            ["type": "response.content_part.added", "item_id": "msg_\(id)", "output_index": 0, "content_index": 0,
+             "part": ["type": "output_text", "text": "", "annotations": [Any]()]],
+            ["type": "response.output_text.delta", "item_id": "msg_\(id)", "output_index": 0, "content_index": 0, "delta": text],
+            ["type": "response.output_text.done", "item_id": "msg_\(id)", "output_index": 0, "content_index": 0, "text": text],
+            ["type": "response.content_part.done", "item_id": "msg_\(id)", "output_index": 0, "content_index": 0, "part": part],
+            ["type": "response.output_item.done", "output_index": 0, "item": item],
+            ["type": "response.completed", "response": response("completed", output: [item])],
+        ]
+        let body = events.enumerated().map { index, event in
+            var numbered = event
+            numbered["sequence_number"] = index
+            return "event: \(event["type"] as? String ?? "")\ndata: \(encode(numbered))\n\n"
+        }.joined()
+        return sse(body)
     }
 
     private static var zeroOpenAIUsage: [String: Any] { ["prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0] }

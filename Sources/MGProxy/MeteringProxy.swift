@@ -94,12 +94,13 @@ public final class MeteringProxy: HTTPHandler {
         case ("POST", "/v1/chat/completions"): return meter(request, endpoint: .chatCompletions, started: started)
         case ("POST", "/v1/messages"): return meter(request, endpoint: .messages, started: started)
         case ("POST", "/v1/embeddings"): return meter(request, endpoint: .embeddings, started: started)
+        case ("POST", "/v1/responses"): return meter(request, endpoint: .responses, started: started)
         case ("GET", "/v1/models"): return listModels(request, provider: provider(of: request), started: started)
         default:
             record(AuditRecord(action: "http:\(request.method) \(request.path)", model: nil, decision: "deny", reason: "unknown endpoint"),
                    status: 404, started: started)
             return ErrorBody.response(.openai, status: 404, type: "invalid_request_error", code: "unknown_url",
-                                      message: "mg-run does not proxy \(request.method) \(request.path); supported: POST /v1/chat/completions, POST /v1/messages, POST /v1/embeddings, GET /v1/models")
+                                      message: "mg-run does not proxy \(request.method) \(request.path); supported: POST /v1/chat/completions, POST /v1/responses, POST /v1/messages, POST /v1/embeddings, GET /v1/models")
         }
     }
 

@@ -7,7 +7,7 @@ public enum Provider: String, Sendable, CaseIterable {
 
 /// The LLM endpoints mg-run meters.
 enum Endpoint: Sendable {
-    case chatCompletions, messages, embeddings
+    case chatCompletions, messages, embeddings, responses
 
     var provider: Provider { self == .messages ? .anthropic : .openai }
     var kindAction: String { self == .embeddings ? "llm:embedding" : "llm:completion" }
@@ -15,6 +15,7 @@ enum Endpoint: Sendable {
     var upstreamPath: String {
         switch self {
         case .chatCompletions: return "/chat/completions"
+        case .responses: return "/responses"
         case .messages: return "/v1/messages"
         case .embeddings: return "/embeddings"
         }
@@ -126,6 +127,24 @@ struct ParsedCall {
             guard members["input"] != nil else {
                 throw ClientError(status: 400, message: "the request has no \"input\"")
             }
+        case .responses:
+            // input is a string or a list of items; each item counts like a chat message.
+            guard let input = members["input"] else {
+                throw ClientError(status: 400, message: "the request has no \"input\"")
+            }
+            if document.bytes[input.lowerBound] == UInt8(ascii: "[") {
+                document.forEachElement(ofArrayAt: input.lowerBound) { _ in messageCount += 1 }
+                mediaParts = ParsedCall.countMediaParts(input, in: document)
+            } else {
+                messageCount = 1
+            }
+            if let range = members["max_output_tokens"], !document.isLiteral(range, "null") {
+                guard let cap = document.integer(range), cap >= 0 else {
+                    throw ClientError(status: 400, message: "\"max_output_tokens\" must be a non-negative integer")
+                }
+                outputFields = ["max_output_tokens"]
+                requestedOutput = cap
+            }
         }
         // Every token is at least one byte of UTF-8, so the body's bytes bound the
         // text it carries. Chat framing adds a few tokens per message.
@@ -136,7 +155,9 @@ struct ParsedCall {
     /// The names the call is governed under: `llm:<model>` first, then its kind.
     var actions: [String] { [modelAction, endpoint.kindAction] }
 
-    static let textPartTypes: Set = ["text", "input_text", "output_text", "tool_result", "tool_use", "thinking"]
+    /// Part and item types that carry text (or tool traffic) rather than media.
+    static let textPartTypes: Set = ["text", "input_text", "output_text", "tool_result", "tool_use", "thinking",
+                                     "message", "function_call", "function_call_output", "reasoning"]
 
     /// Counts non-text parts at any depth, such as images inside an Anthropic tool_result.
     static func countMediaParts(_ range: Range<Int>, in document: JSONDocument) -> Int {
@@ -200,6 +221,7 @@ struct ParsedCall {
 
     /// Reasoning models take only `max_completion_tokens`; others are sent the older, widely accepted `max_tokens`.
     private var defaultOutputField: String {
+        if endpoint == .responses { return "max_output_tokens" }
         guard endpoint == .chatCompletions else { return "max_tokens" }
         let reasoning = ["o1", "o3", "o4", "gpt-5"].contains { model == $0 || model.hasPrefix($0 + "-") }
         return reasoning ? "max_completion_tokens" : "max_tokens"
@@ -212,15 +234,32 @@ enum UsageParser {
         // A byte scan, not JSONSerialization: this runs on every call, and the
         // Foundation parser's fixed cost per document showed up in profiles.
         guard let value = JSONScan.topLevelValue("usage", in: body), value.first == UInt8(ascii: "{") else { return nil }
-        let counts = JSONScan.integerMembers(in: Array(value), nested: ["prompt_tokens_details"])
-        return endpoint.provider == .anthropic ? anthropic(counts) : openAI(counts)
+        let counts = JSONScan.integerMembers(in: Array(value), nested: ["prompt_tokens_details", "input_tokens_details"])
+        switch endpoint {
+        case .messages: return anthropic(counts)
+        case .responses: return responses(counts)
+        case .chatCompletions, .embeddings: return openAI(counts)
+        }
+    }
+
+    /// The Responses API names usage differently from Chat Completions; cached tokens are inside `input_tokens`.
+    /// NOTE: cache writes are taken as part of input_tokens too, priced at the cache-write rate; not checked against OpenAI's docs.
+    static func responses(_ usage: [String: Int]) -> Usage? {
+        guard let reportedInput = usage["input_tokens"] else { return nil }
+        let input = max(0, reportedInput)
+        let cached = min(max(0, usage["input_tokens_details.cached_tokens"] ?? 0), input)
+        let written = min(max(0, usage["input_tokens_details.cache_write_tokens"] ?? 0), input - cached)
+        return Usage(uncachedInputTokens: input - cached - written, cacheReadTokens: cached, cacheWriteTokens: written,
+                     outputTokens: max(0, usage["output_tokens"] ?? 0))
     }
 
     /// Returns the whole-number usage fields of a decoded usage object, in the form `integerMembers` returns.
     static func counts(of usage: [String: Any]) -> [String: Int] {
         var counts = usage.compactMapValues { $0 as? Int }
-        if let cached = (usage["prompt_tokens_details"] as? [String: Any])?["cached_tokens"] as? Int {
-            counts["prompt_tokens_details.cached_tokens"] = cached
+        for nested in ["prompt_tokens_details", "input_tokens_details"] {
+            for (key, value) in usage[nested] as? [String: Any] ?? [:] {
+                if let count = value as? Int { counts["\(nested).\(key)"] = count }
+            }
         }
         return counts
     }

@@ -42,6 +42,8 @@ public final class SimulatedProvider: HTTPHandler {
             return chat(json)
         case ("POST", "/v1/messages"), ("POST", "/messages"):
             return messages(json)
+        case ("POST", "/v1/responses"), ("POST", "/responses"):
+            return responses(json)
         case ("POST", "/v1/embeddings"), ("POST", "/embeddings"):
             return embeddings(json)
         default:
@@ -72,8 +74,14 @@ public final class SimulatedProvider: HTTPHandler {
     }
 
     static func reply(to json: [String: Any], capField: [String]) -> Reply {
-        let messages = json["messages"] as? [Any] ?? []
-        var bytes = textBytes(of: json["system"])
+        // Chat and Messages send "messages" (and "system"); the Responses API sends "input" (and "instructions").
+        var messages = json["messages"] as? [Any] ?? []
+        var bytes = textBytes(of: json["system"]) + textBytes(of: json["instructions"])
+        if let input = json["input"] as? String {
+            messages = [["content": input]]
+        } else if let items = json["input"] as? [Any] {
+            messages = items
+        }
         for case let message as [String: Any] in messages {
             bytes += textBytes(of: message["content"])
         }
@@ -146,6 +154,42 @@ public final class SimulatedProvider: HTTPHandler {
         }
         let total = inputs.reduce(0, +)
         return .json(200, ["object": "list", "model": model, "data": data, "usage": ["prompt_tokens": total, "total_tokens": total]])
+    }
+
+    private func responses(_ json: [String: Any]) -> HTTPResponse {
+        let model = json["model"] as? String ?? "gpt-4o"
+        let reply = SimulatedProvider.reply(to: json, capField: ["max_output_tokens"])
+        let id = "resp_sim\(reply.inputTokens)"
+        let text = reply.words.joined(separator: " ")
+        let usage: [String: Any] = [
+            "input_tokens": reply.inputTokens, "input_tokens_details": ["cached_tokens": 0, "cache_write_tokens": 0],
+            "output_tokens": reply.outputTokens, "output_tokens_details": ["reasoning_tokens": 0],
+            "total_tokens": reply.inputTokens + reply.outputTokens,
+        ]
+        let part: [String: Any] = ["type": "output_text", "text": text, "annotations": [Any]()]
+        let item: [String: Any] = ["type": "message", "id": "msg_\(id)", "status": "completed", "role": "assistant", "content": [part]]
+        let status = reply.truncated ? "incomplete" : "completed"
+        func response(_ state: String, output: [Any]) -> [String: Any] {
+            ["id": id, "object": "response", "created_at": 1_700_000_000, "status": state, "model": model, "output": output,
+             "usage": state == "in_progress" ? NSNull() : usage, "parallel_tool_calls": true, "tool_choice": "auto", "tools": [Any]()]
+        }
+        guard json["stream"] as? Bool == true else {
+            return .json(200, response(status, output: [item]))
+        }
+        var events: [[String: Any]] = [["type": "response.created", "response": response("in_progress", output: [])]]
+        for start in stride(from: 0, to: reply.words.count, by: 8) {
+            let piece = reply.words[start..<min(start + 8, reply.words.count)].joined(separator: " ")
+            events.append(["type": "response.output_text.delta", "item_id": "msg_\(id)", "output_index": 0, "content_index": 0,
+                           "delta": (start == 0 ? "" : " ") + piece])
+        }
+        events.append(["type": "response.output_text.done", "item_id": "msg_\(id)", "output_index": 0, "content_index": 0, "text": text])
+        events.append(["type": "response.\(status)", "response": response(status, output: [item])])
+        let lines = events.enumerated().map { index, event -> String in
+            var numbered = event
+            numbered["sequence_number"] = index
+            return "event: \(event["type"] as? String ?? "")\ndata: \(Conclusion.encode(numbered))\n\n"
+        }
+        return HTTPResponse(status: 200, headers: [("Content-Type", "text/event-stream")], body: .stream(EventList(lines, delayMilliseconds: eventDelayMilliseconds)))
     }
 
     // MARK: - Anthropic

@@ -72,9 +72,16 @@ struct StreamTracker {
             outputBytes += countContentBytes(data)
             // Parse only chunks that carry a usage object; every other chunk has "usage":null or none.
             guard data.contains("\"usage\":{") || data.contains("\"usage\": {"),
-                  let json = (try? JSONSerialization.jsonObject(with: Data(data.utf8))) as? [String: Any],
-                  let usageObject = json["usage"] as? [String: Any]
+                  let json = (try? JSONSerialization.jsonObject(with: Data(data.utf8))) as? [String: Any]
             else { return true }
+            if endpoint == .responses {
+                // The terminal response.completed (or .incomplete, .failed) event carries the whole response.
+                if let usageObject = (json["response"] as? [String: Any])?["usage"] as? [String: Any] {
+                    usage = UsageParser.responses(UsageParser.counts(of: usageObject))
+                }
+                return true
+            }
+            guard let usageObject = json["usage"] as? [String: Any] else { return true }
             usage = UsageParser.openAI(UsageParser.counts(of: usageObject))
             let choices = json["choices"] as? [Any] ?? []
             return !(dropsUsageChunk && choices.isEmpty)

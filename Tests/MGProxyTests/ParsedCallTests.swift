@@ -120,6 +120,17 @@ private func admission(cap: Int?, rewrites: Bool) -> Admission {
         #expect(json["max_tokens"] as? Int == 100)
     }
 
+    @Test func responsesInputAndOutputCap() throws {
+        let call = try parse(#"{"model":"gpt-4.1","max_output_tokens":5000,"input":[{"role":"user","content":[{"type":"input_text","text":"hi"},{"type":"input_image","image_url":"u"}]},{"role":"user","content":"more"}]}"#, .responses)
+        #expect(call.requestedOutput == 5000)
+        #expect(call.inputTokensBound == call.body.count + 16 + 32 + ParsedCall.tokensPerMediaPart)
+        let json = object(call.upstreamBody(admission: admission(cap: 700, rewrites: true)))
+        #expect(json["max_output_tokens"] as? Int == 700)
+        let plain = try parse(#"{"model":"gpt-4.1","input":"hello"}"#, .responses)
+        #expect(object(plain.upstreamBody(admission: admission(cap: 64, rewrites: true)))["max_output_tokens"] as? Int == 64)
+        #expect(throws: ClientError.self) { try parse(#"{"model":"gpt-4.1"}"#, .responses) }
+    }
+
     @Test func escapedModelDecoded() throws {
         #expect(try parse(#"{"model":"gpt-4o\u002dmini","messages":[]}"#).model == "gpt-4o-mini")
     }

@@ -177,3 +177,29 @@ on_limit_exceeded: {action: queue, queue_timeout_seconds: 1}
     assert [outcome[0] for outcome in outcomes[1:]] == ["rate_limit_exceeded", "rate_limit_exceeded"]
     assert all(0.9 <= outcome[1] < 3 for outcome in outcomes[1:])
     assert result.summary["denied"] == 2
+
+
+RESPONSES_CONCLUDE_AGENT = """
+import openai
+client = openai.OpenAI(max_retries=0)
+client.responses.create(model="gpt-4o-mini", input="first")
+plain = client.responses.create(model="gpt-4o-mini", input="second")
+streamed = ""
+for event in client.responses.create(model="gpt-4o-mini", input="third", stream=True):
+    if event.type == "response.output_text.delta":
+        streamed += event.delta
+print(plain.output_text == "Wrap up." and streamed == "Wrap up.")
+"""
+
+
+def test_graceful_conclude_in_responses_api(tmp_path):
+    policy = """
+rules:
+  - action: "llm:*"
+    rate_limit: {max_per_minute: 1}
+on_limit_exceeded: {action: graceful_conclude, message_to_agent: "Wrap up."}
+"""
+    result = run_mg(tmp_path, policy, RESPONSES_CONCLUDE_AGENT, "--upstream", "simulate")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"
+    assert [line["decision"] for line in result.audit] == ["allow", "conclude", "conclude"]

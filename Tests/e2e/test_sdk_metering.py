@@ -98,3 +98,29 @@ def test_policy_prices_a_model_the_table_lacks(tmp_path):
     line = result.audit[0]
     assert line["decision"] == "allow"
     assert abs(line["cost_usd"] - ((prompt * 1.0 + completion * 2.0) / 1e6 + 0.001)) < 1e-9
+
+
+RESPONSES_AGENT = """
+import json, openai
+client = openai.OpenAI()
+seen = []
+response = client.responses.create(model="gpt-4.1", input="a plain Responses call", max_output_tokens=300)
+seen.append([response.usage.input_tokens, response.usage.output_tokens, len(response.output_text) > 0])
+final = None
+for event in client.responses.create(model="gpt-4.1", input=[{"role": "user", "content": "a streamed Responses call"}], stream=True):
+    if event.type in ("response.completed", "response.incomplete"):
+        final = event.response
+seen.append([final.usage.input_tokens, final.usage.output_tokens, len(final.output_text) > 0])
+print(json.dumps(seen))
+"""
+
+
+def test_responses_api_usage_matches_audit(tmp_path):
+    result = run_mg(tmp_path, ALLOW_ALL, RESPONSES_AGENT, "--upstream", "simulate")
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert all(text for _, _, text in seen)
+    calls = [line for line in result.audit if line["decision"] == "allow"]
+    assert len(calls) == 2
+    assert_audit_matches(calls, [[prompt, completion] for prompt, completion, _ in seen], ["gpt-4.1", "gpt-4.1"])
+    assert "estimated" not in calls[1]
