@@ -179,7 +179,9 @@ public final class Governor: Sendable {
         let price = call.price
         let perOutputToken = price.outputPerToken * Int64(call.choices)
         let inputCost = USD(picodollars: Int64(call.inputTokensBound) * price.inputPerToken + price.perCall)
-        let modelLimit = call.producesOutput ? price.maxOutputTokens : 0
+        // A price without an output limit (an unknown model allowed for free) leaves the client's cap alone.
+        let unknownLimit = Int(Int32.max)
+        let modelLimit = call.producesOutput ? (price.maxOutputTokens > 0 ? price.maxOutputTokens : unknownLimit) : 0
         var outputCap = min(call.requestedOutputTokens ?? modelLimit, modelLimit)
         let minimumOutput = min(call.requestedOutputTokens ?? Governor.minimumOutputTokens, Governor.minimumOutputTokens, modelLimit)
         var worst: Refusal?
@@ -356,7 +358,7 @@ public final class Governor: Sendable {
         return .admit(Admission(
             id: id,
             outputTokens: call.producesOutput ? outputTokens : nil,
-            rewritesOutputCap: call.producesOutput && outputTokens != call.requestedOutputTokens,
+            rewritesOutputCap: call.producesOutput && outputTokens != call.requestedOutputTokens && outputTokens != unknownLimit,
             reservedCost: reservedCost))
     }
 }

@@ -160,6 +160,8 @@ public struct Policy: Sendable {
     /// `global_rate_limit` (or top-level `rate_limit`): limits over all of the layer's actions together.
     /// It does not allow anything; rules still decide what is allowed.
     public var globalRule: Rule?
+    /// `unknown_model`: true for `allow_free`, false for `deny`, nil when the layer does not say.
+    public var unknownModelAllowFree: Bool?
     /// `prices:` entries by model glob, overriding the price table.
     public var priceOverrides: [(glob: String, price: ModelPrice)] = []
 

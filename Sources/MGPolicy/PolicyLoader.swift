@@ -5,11 +5,11 @@ import Foundation
 /// because a limit that is silently ignored is a budget leak.
 public enum PolicyLoader {
     static let metadataKeys = ["name", "version", "description", "owner", "approved_by", "last_updated", "rationale", "changelog"]
-    static let supportedTopLevel = metadataKeys + ["rules", "on_limit_exceeded", "default_effect", "global_rate_limit", "rate_limit", "prices"]
+    static let supportedTopLevel = metadataKeys + ["rules", "on_limit_exceeded", "default_effect", "global_rate_limit", "rate_limit", "prices", "unknown_model"]
     static let notSupportedTopLevel = [
         "agent_match", "time_restrictions", "budget", "approval_required",
         "anomaly_detection", "circuit_breaker", "emergency_stop", "cost_tracking", "optimization", "scaling",
-        "run", "upstreams", "unknown_model",
+        "run", "upstreams",
     ]
     static let supportedRuleKeys = ["action", "effect", "rate_limit", "cost_ceiling", "behavioral_limits", "name", "description"]
     static let notSupportedRuleKeys = ["conditions", "requires", "audit", "essential"]
@@ -95,6 +95,9 @@ public enum PolicyLoader {
             dollars.windowSection = ""
             rule.costCeiling = dollars
             policy.globalRule = rule
+        }
+        if let node = top["unknown_model"], let choice = reader.choice(node, path: "unknown_model", among: ["deny", "allow_free"]) {
+            policy.unknownModelAllowFree = choice == "allow_free"
         }
         if let node = top["prices"] {
             if case .mapping(let pairs) = node.value {

@@ -26,6 +26,8 @@ public struct ProxyConfiguration: Sendable {
     public var prices: PriceTable
     public var onLimitExceeded: OnLimitExceeded
     public var upstreamTimeoutSeconds = 600
+    /// Whether a model without a price is forwarded at zero cost instead of refused.
+    public var unknownModelsFree = false
     /// The largest request body the proxy reads. Base64 images make requests large, so this is generous.
     public var maxRequestBytes = 64 << 20
 
@@ -127,8 +129,10 @@ public final class MeteringProxy: HTTPHandler {
             return ErrorBody.response(provider, status: error.status, type: "invalid_request_error", code: nil, message: error.message)
         }
         let action = call.modelAction
-        guard let price = configuration.prices.price(for: call.model) else {
-            let message = "model '\(call.model)' has no price, so mg-run cannot bound its cost; add it under models: in \(configuration.prices.file) or in a file passed with --prices"
+        // Free unknown models have no output limit either, so mg-run leaves the client's cap alone.
+        let freePrice = configuration.unknownModelsFree ? ModelPrice(inputPerToken: 0, outputPerToken: 0, maxOutputTokens: 0) : nil
+        guard let price = configuration.prices.price(for: call.model) ?? freePrice else {
+            let message = "model '\(call.model)' has no price, so mg-run cannot bound its cost; add it under prices: in the policy, under models: in \(configuration.prices.file), or set unknown_model: allow_free"
             governor.countDenial()
             record(AuditRecord(action: action, model: call.model, decision: "deny", reason: message), status: 403, started: started)
             return ErrorBody.response(provider, status: 403, type: "permission_error", code: "model_not_priced", message: message,

@@ -88,6 +88,9 @@ public final class Run: Sendable {
         }
         var configuration = ProxyConfiguration(runID: runID, taskID: taskID, token: token, upstreams: upstreams, prices: prices, onLimitExceeded: onLimitExceeded)
         configuration.upstreamTimeoutSeconds = 600
+        // Free unknown models need a layer that allows them and none that denies them.
+        let unknownModel = layers.compactMap(\.unknownModelAllowFree)
+        configuration.unknownModelsFree = unknownModel.contains(true) && !unknownModel.contains(false)
         let proxy = MeteringProxy(configuration: configuration, governor: governor, audit: audit, logger: logger) { [self] reason in
             self.stop(reason)
         }

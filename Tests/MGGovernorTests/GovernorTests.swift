@@ -256,6 +256,18 @@ extension Decision {
         #expect(Pricing.cost(of: Usage(uncachedInputTokens: 0, outputTokens: 0), at: fee) == dollars("0.0005"))
     }
 
+    @Test func freeUnknownModelKeepsClientCap() {
+        let free = ModelPrice(inputPerToken: 0, outputPerToken: 0, maxOutputTokens: 0)
+        let subject = governor([Rule(action: "llm:*")])
+        let uncapped = subject.admit(CallDescriptor(actions: ["llm:x"], model: "x", price: free, inputTokensBound: 10, inputTokensEstimate: 3)).admission
+        #expect(uncapped?.rewritesOutputCap == false)
+        #expect(uncapped?.reservedCost == .zero)
+        let capped = subject.admit(CallDescriptor(actions: ["llm:x"], model: "x", price: free, inputTokensBound: 10, inputTokensEstimate: 3,
+                                                  requestedOutputTokens: 100)).admission
+        #expect(capped?.outputTokens == 100)
+        #expect(capped?.rewritesOutputCap == false)
+    }
+
     @Test func cachedTokensPricedSeparately() {
         let usage = Usage(uncachedInputTokens: 100, cacheReadTokens: 1_000, cacheWriteTokens: 10, outputTokens: 20)
         // 100 * 1e6 + 1000 * 0.5e6 + 10 * 1.25e6 + 20 * 2e6 picodollars

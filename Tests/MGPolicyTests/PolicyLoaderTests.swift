@@ -116,6 +116,13 @@ private func errors(of text: String, file: String = "policy.yaml") -> [String] {
         #expect(found[1] == "policy.yaml:4:3: prices: duplicate key 'm' (first at line 3); remove one of them")
     }
 
+    @Test func unknownModelChoice() throws {
+        #expect(try PolicyLoader.parse(text: "rules: [{action: x}]\nunknown_model: allow_free\n", file: "p.yaml").unknownModelAllowFree == true)
+        #expect(try PolicyLoader.parse(text: "rules: [{action: x}]\nunknown_model: deny\n", file: "p.yaml").unknownModelAllowFree == false)
+        #expect(try PolicyLoader.parse(text: "rules: [{action: x}]\n", file: "p.yaml").unknownModelAllowFree == nil)
+        #expect(errors(of: "unknown_model: allow\n").first?.hasPrefix("policy.yaml:1:16: unknown_model: invalid value 'allow'") == true)
+    }
+
     @Test func bothGlobalSpellingsRejected() {
         let found = errors(of: "global_rate_limit: {max_per_minute: 1}\nrate_limit: {max_per_minute: 2}\n")
         #expect(found == ["policy.yaml:2:13: rate_limit: both global_rate_limit and rate_limit are set, and they mean the same; keep one of them"])

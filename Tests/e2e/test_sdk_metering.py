@@ -124,3 +124,16 @@ def test_responses_api_usage_matches_audit(tmp_path):
     assert len(calls) == 2
     assert_audit_matches(calls, [[prompt, completion] for prompt, completion, _ in seen], ["gpt-4.1", "gpt-4.1"])
     assert "estimated" not in calls[1]
+
+
+def test_unknown_model_allowed_free(tmp_path):
+    agent = LOCAL_MODEL_AGENT.replace("local-llama-3", "in-house-model").replace("max_tokens=50, ", "")
+    result = run_mg(tmp_path, ALLOW_ALL + "unknown_model: allow_free\n", agent, "--upstream", "simulate")
+    assert result.returncode == 0, result.stderr
+    prompt, completion = map(int, result.stdout.split())
+    line = result.audit[0]
+    assert line["decision"] == "allow"
+    assert line["cost_usd"] == 0
+    # No max_tokens was injected: the simulator's natural reply is at least 200 tokens.
+    assert completion >= 200
+    assert line["output_tokens"] == completion
