@@ -16,6 +16,10 @@ public struct CallDescriptor: Sendable {
     public var producesOutput: Bool
     /// Completions requested (`n`); each is billed for its output.
     public var choices: Int
+    /// A hash of the request body, so a request repeated after an error is recognised as a retry.
+    public var fingerprint: UInt64 = 0
+    /// The client's own retry counter (`x-stainless-retry-count`), 0 for a first attempt.
+    public var retryCount = 0
 
     public init(actions: [String], model: String, price: ModelPrice, inputTokensBound: Int, inputTokensEstimate: Int,
                 requestedOutputTokens: Int? = nil, producesOutput: Bool = true, choices: Int = 1) {

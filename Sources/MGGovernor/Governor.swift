@@ -33,6 +33,9 @@ public final class Governor: Sendable {
         var lastAction: String?
         var consecutive = 0
         var cooldownUntil = 0.0
+        var consecutiveFailures = 0
+        /// Failed attempts by request fingerprint, and when the last one failed.
+        var failures: [UInt64: (count: Int, last: Double)] = [:]
     }
 
     private static func amountWindows(for rule: Rule) -> [AmountWindow] {
@@ -55,6 +58,7 @@ public final class Governor: Sendable {
         var cost: USD
         var price: ModelPrice
         var producesOutput: Bool
+        var fingerprint: UInt64
     }
 
     private struct State {
@@ -64,8 +68,14 @@ public final class Governor: Sendable {
         var totals = Totals()
     }
 
+    /// Whether any rule limits retries, so callers know to compute request fingerprints.
+    public let tracksRetries: Bool
+
     public init(layers: [Policy], time: any TimeSource = SystemTimeSource()) {
         self.layers = layers
+        self.tracksRetries = layers.contains { layer in
+            (layer.rules + (layer.globalRule.map { [$0] } ?? [])).contains { $0.rateLimit.maxRetries != nil || $0.rateLimit.retryDelaySeconds != nil }
+        }
         self.time = time
         self.state = Locked(State())
     }
@@ -78,7 +88,10 @@ public final class Governor: Sendable {
         let now = time.now()
         return state.withLock { state -> Decision in
             let decision = decide(call, now: now, state: &state)
-            if case .refuse = decision, countsDenial { state.totals.denied += 1 }
+            if case .refuse = decision, countsDenial {
+                state.totals.denied += 1
+                recordDenialAsFailure(call, state: &state)
+            }
             return decision
         }
     }
@@ -93,6 +106,8 @@ public final class Governor: Sendable {
                 state.rules[key, default: RuleState()].reserved -= reservation.cost
                 state.rules[key, default: RuleState()].settled += cost
                 state.rules[key, default: RuleState()].inFlight -= 1
+                state.rules[key]!.consecutiveFailures = 0
+                state.rules[key]!.failures[reservation.fingerprint] = nil
                 for index in state.rules[key]!.amounts.indices {
                     let measure = state.rules[key]!.amounts[index].measure
                     let amount = measure == .tokens ? Int64(usage.inputTokens + usage.outputTokens) : cost.picodollars
@@ -109,7 +124,9 @@ public final class Governor: Sendable {
     }
 
     /// Gives back a reservation, its window slots and its task count, for a call the provider did not bill.
+    /// The call counts as a failed attempt for the retry limits.
     public func release(_ id: UInt64) {
+        let now = time.now()
         state.withLock { state in
             guard let reservation = state.reservations.removeValue(forKey: id) else { return }
             for key in reservation.rules {
@@ -117,6 +134,9 @@ public final class Governor: Sendable {
                 state.rules[key]?.reserved -= reservation.cost
                 state.rules[key]?.inFlight -= 1
                 state.rules[key]?.taskCalls -= 1
+                state.rules[key]?.consecutiveFailures += 1
+                let previous = state.rules[key]?.failures[reservation.fingerprint]?.count ?? 0
+                state.rules[key]?.failures[reservation.fingerprint] = (previous + 1, now)
                 if reservation.producesOutput { state.rules[key]?.completionCalls -= 1 }
                 state.rules[key]?.window.remove(id: id)
                 for index in state.rules[key]?.amounts.indices ?? 0..<0 {
@@ -140,6 +160,15 @@ public final class Governor: Sendable {
     }
 
     // MARK: - Decision
+
+    /// Counts a denied call as an unsuccessful result of every rule it matches, for max_consecutive_failures.
+    private func recordDenialAsFailure(_ call: CallDescriptor, state: inout State) {
+        for (layerIndex, layer) in layers.enumerated() {
+            for (ruleIndex, rule) in layer.rules.enumerated() where rule.rateLimit.maxConsecutiveFailures != nil && call.actions.contains(where: rule.matches) {
+                state.rules[RuleKey(layer: layerIndex, rule: ruleIndex)]?.consecutiveFailures += 1
+            }
+        }
+    }
 
     /// Starts the cooldown of every rule whose rate-limit object produced the refusal, except for a cooldown itself.
     private func startCooldowns(_ matched: [(key: RuleKey, rule: Rule)], refusal: Refusal, now: Double, state: inout State) {
@@ -253,6 +282,24 @@ public final class Governor: Sendable {
                                message: "\(call.actions[0]) concluded: \(ruleState.completionCalls) LLM calls reached \(path) (\(limit)) at \(rule.position)",
                                stopReason: "behavioral_limits:require_conclusion_after"))
             }
+            let isRetry = call.retryCount > 0 || ruleState.failures[call.fingerprint] != nil
+            if isRetry, let failed = ruleState.failures[call.fingerprint] {
+                if let limit = limits.maxRetries, failed.count > limit {
+                    let path = "\(rule.limitsPath).max_retries"
+                    refuse(Refusal(kind: .forbidden, limit: path,
+                                   message: "\(call.actions[0]) denied: this request failed \(failed.count) times, past \(path) (\(limit)) at \(rule.position); change the request instead of retrying it"))
+                }
+                if let delay = limits.retryDelaySeconds, now - failed.last < Double(delay) {
+                    let wait = failed.last + Double(delay) - now
+                    refuse(Refusal(kind: .window(retryAfterSeconds: wait), limit: "\(rule.limitsPath).retry_delay_seconds",
+                                   message: "\(call.actions[0]) denied: a retry must wait \(delay)s after its failure (\(rule.limitsPath).retry_delay_seconds at \(rule.position)); retry in \(formatSeconds(wait))"))
+                }
+            }
+            if let limit = limits.maxConsecutiveFailures, ruleState.consecutiveFailures >= limit {
+                let path = "\(rule.limitsPath).max_consecutive_failures"
+                refuse(Refusal(kind: .quota, limit: path,
+                               message: "\(call.actions[0]) denied: \(ruleState.consecutiveFailures) unsuccessful results in a row reached \(path) (\(limit)) at \(rule.position); the action is stopped for this task"))
+            }
             if now < ruleState.cooldownUntil {
                 let wait = ruleState.cooldownUntil - now
                 refuse(Refusal(kind: .window(retryAfterSeconds: wait), limit: "\(rule.limitsPath).cooldown_seconds",
@@ -351,7 +398,8 @@ public final class Governor: Sendable {
             }
             keys.append(key)
         }
-        state.reservations[id] = Reservation(rules: keys, cost: reservedCost, price: price, producesOutput: call.producesOutput)
+        state.reservations[id] = Reservation(rules: keys, cost: reservedCost, price: price, producesOutput: call.producesOutput,
+                                                fingerprint: call.fingerprint)
         state.totals.calls += 1
         state.totals.inFlight += 1
         state.totals.reserved += reservedCost

@@ -28,6 +28,12 @@ public struct RateLimit: Sendable, Equatable {
     public var maxConsecutive: Int?
     /// Seconds the rule's actions stay denied after any limit of this object is hit.
     public var cooldownSeconds: Int?
+    /// Failed attempts of one request (same body) after which its retries are denied.
+    public var maxRetries: Int?
+    /// Seconds a retry must wait after the failure it repeats.
+    public var retryDelaySeconds: Int?
+    /// Unsuccessful results in a row (upstream errors and denials) after which the rule's actions are stopped for the task.
+    public var maxConsecutiveFailures: Int?
 
     public init(maxPerSecond: Int? = nil, maxPerMinute: Int? = nil, maxPerHour: Int? = nil, maxPerDay: Int? = nil, maxPerTask: Int? = nil,
                 maxTokensPerCall: Int? = nil) {

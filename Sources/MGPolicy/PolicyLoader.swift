@@ -18,10 +18,11 @@ public enum PolicyLoader {
         "max_tokens_per_call", "max_input_tokens_per_call", "max_output_tokens_per_call",
         "max_tokens_per_minute", "max_tokens_per_hour", "max_tokens_per_day",
         "max_consecutive", "cooldown_seconds", "cooldown_after_limit", "window",
+        "max_retries", "retry_delay_seconds", "max_consecutive_failures",
         "max_usd_per_call", "max_usd_per_task", "max_usd_per_minute", "max_usd_per_hour", "max_usd_per_day",
     ]
     static let notSupportedRateLimitKeys = [
-        "max_depth", "max_retries", "max_consecutive_failures", "retry_delay_seconds",
+        "max_depth",
     ]
     static let supportedCeilingKeys = ["max_usd_per_call", "max_usd_per_task", "max_usd_per_minute", "max_usd_per_hour", "max_usd_per_day"]
     static let supportedOnLimitKeys = ["action", "message_to_agent", "queue_timeout_seconds"]
@@ -173,6 +174,7 @@ public enum PolicyLoader {
             ("max_tokens_per_call", \.maxTokensPerCall), ("max_input_tokens_per_call", \.maxInputTokensPerCall),
             ("max_output_tokens_per_call", \.maxOutputTokensPerCall), ("max_tokens_per_minute", \.maxTokensPerMinute),
             ("max_tokens_per_hour", \.maxTokensPerHour), ("max_tokens_per_day", \.maxTokensPerDay), ("max_consecutive", \.maxConsecutive),
+            ("max_retries", \.maxRetries), ("retry_delay_seconds", \.retryDelaySeconds), ("max_consecutive_failures", \.maxConsecutiveFailures),
         ]
         for (key, field) in counts {
             limit[keyPath: field] = count(key)

@@ -144,10 +144,14 @@ public final class MeteringProxy: HTTPHandler {
             return ErrorBody.response(provider, status: 502, type: "api_error", code: nil, message: message)
         }
 
-        let descriptor = CallDescriptor(
+        var descriptor = CallDescriptor(
             actions: call.actions, model: call.model, price: price,
             inputTokensBound: call.inputTokensBound, inputTokensEstimate: call.inputTokensEstimate,
             requestedOutputTokens: call.requestedOutput, producesOutput: endpoint != .embeddings, choices: call.choices)
+        if governor.tracksRetries {
+            descriptor.fingerprint = fingerprint(request.body)
+            descriptor.retryCount = request.headers["x-stainless-retry-count"].flatMap { Int($0) } ?? 0
+        }
         switch admitOrQueue(descriptor, started: started) {
         case .refuse(let refusal):
             return refuse(refusal, call: call, started: started)
@@ -347,6 +351,16 @@ final class MeteredStream: ResponseStream, @unchecked Sendable {
         let usage = tracker.usage ?? proxy.estimate(call, admission: admission)
         proxy.settle(action: call.modelAction, model: call.model, admission: admission, usage: usage, status: transfer.status, started: started, reason: reason)
     }
+}
+
+/// Returns the 64-bit FNV-1a hash of a request body, which identifies a request repeated after an error.
+func fingerprint(_ bytes: [UInt8]) -> UInt64 {
+    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+    for byte in bytes {
+        hash ^= UInt64(byte)
+        hash = hash &* 0x0000_0100_0000_01b3
+    }
+    return hash
 }
 
 /// Compares in time that depends only on the lengths, so the token cannot be guessed byte by byte.

@@ -68,6 +68,8 @@ enum PolicyCheck {
                 ("tokens/day", limits.maxTokensPerDay.map(String.init)), ("USD/minute", rule.costCeiling.maxUSDPerMinute?.description),
                 ("USD/hour", rule.costCeiling.maxUSDPerHour?.description), ("USD/day", rule.costCeiling.maxUSDPerDay?.description),
                 ("consecutive", limits.maxConsecutive.map(String.init)), ("cooldown s", limits.cooldownSeconds.map(String.init)),
+                ("retries", limits.maxRetries.map(String.init)), ("retry delay s", limits.retryDelaySeconds.map(String.init)),
+                ("failures in a row", limits.maxConsecutiveFailures.map(String.init)),
             ]
             let set = windows.compactMap { name, value in value.map { "\(name) \($0)" } }
             if !set.isEmpty { windowLines.append("  \(rule.path) also: \(set.joined(separator: ", "))") }

@@ -167,6 +167,55 @@ extension Decision {
         #expect(subject.admit(call()).admission != nil)
     }
 
+    private func attempt(_ fingerprint: UInt64, retry: Int = 0) -> CallDescriptor {
+        var descriptor = call()
+        descriptor.fingerprint = fingerprint
+        descriptor.retryCount = retry
+        return descriptor
+    }
+
+    @Test func retriesOfFailedRequestLimited() {
+        var limits = RateLimit()
+        limits.maxRetries = 2
+        let subject = governor([Rule(action: "llm:*", rateLimit: limits)])
+        for _ in 0..<3 {
+            let admission = subject.admit(attempt(7, retry: 1)).admission
+            #expect(admission != nil)
+            subject.release(admission!.id)
+        }
+        let refusal = subject.admit(attempt(7, retry: 3)).refusal
+        #expect(refusal?.limit == "rules[0].rate_limit.max_retries")
+        #expect(refusal?.kind == .forbidden)
+        // A different request is not a retry.
+        #expect(subject.admit(attempt(8)).admission != nil)
+    }
+
+    @Test func retryWaitsForDelay() {
+        let time = ManualTimeSource()
+        var limits = RateLimit()
+        limits.retryDelaySeconds = 5
+        let subject = governor([Rule(action: "llm:*", rateLimit: limits)], time: time)
+        subject.release(subject.admit(attempt(7)).admission!.id)
+        time.advance(by: 1)
+        #expect(subject.admit(attempt(7, retry: 1)).refusal?.kind == .window(retryAfterSeconds: 4))
+        time.advance(by: 4.1)
+        #expect(subject.admit(attempt(7, retry: 1)).admission != nil)
+    }
+
+    @Test func consecutiveFailuresStopAction() {
+        var limits = RateLimit()
+        limits.maxConsecutiveFailures = 2
+        let subject = governor([Rule(action: "llm:*", rateLimit: limits)])
+        subject.release(subject.admit(attempt(1)).admission!.id)
+        subject.settle(subject.admit(attempt(2)).admission!.id, usage: Usage(uncachedInputTokens: 1, outputTokens: 1))
+        // The success reset the count, so two more failures are needed.
+        subject.release(subject.admit(attempt(3)).admission!.id)
+        subject.release(subject.admit(attempt(4)).admission!.id)
+        let refusal = subject.admit(attempt(5)).refusal
+        #expect(refusal?.kind == .quota)
+        #expect(refusal?.limit == "rules[0].rate_limit.max_consecutive_failures")
+    }
+
     @Test func hourAndDayWindows() {
         let time = ManualTimeSource()
         let subject = governor([Rule(action: "llm:*", rateLimit: RateLimit(maxPerHour: 2, maxPerDay: 3))], time: time)

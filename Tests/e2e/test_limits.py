@@ -203,3 +203,63 @@ on_limit_exceeded: {action: graceful_conclude, message_to_agent: "Wrap up."}
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "True"
     assert [line["decision"] for line in result.audit] == ["allow", "conclude", "conclude"]
+
+
+class FailingUpstream:
+    """An OpenAI-shaped upstream on loopback that answers every call with a 500 and counts them."""
+
+    def __init__(self):
+        import http.server
+        import threading
+        upstream = self
+        self.requests = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                upstream.requests += 1
+                body = b'{"error": {"message": "upstream broke", "type": "server_error", "param": null, "code": null}}'
+                self.send_response(500)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *arguments):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+RETRY_AGENT = """
+import openai
+client = openai.OpenAI(max_retries=4)
+try:
+    client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "same request"}])
+except openai.APIStatusError as error:
+    print(type(error).__name__, error.status_code)
+"""
+
+
+def test_retries_of_failing_request_limited(tmp_path):
+    upstream = FailingUpstream()
+    try:
+        policy = """
+rules:
+  - action: "llm:*"
+    rate_limit: {max_retries: 1}
+"""
+        result = run_mg(tmp_path, policy, RETRY_AGENT, "--upstream", f"openai={upstream.url}/v1")
+    finally:
+        upstream.close()
+    assert result.returncode == 0, result.stderr
+    # The first attempt and one retry reach the upstream; the SDK's next retry is denied with 403.
+    assert upstream.requests == 2
+    assert result.stdout.strip() == "PermissionDeniedError 403"
+    assert [line["status"] for line in result.audit] == [500, 500, 403]
+    assert "max_retries" in result.audit[-1]["reason"]

@@ -312,7 +312,7 @@ def test_readme_policy_example_is_valid(tmp_path):
     result = subprocess.run([MG_RUN, "check", "--explain", str(policy)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "global_rate_limit also: USD/hour 5" in result.stdout
-    assert "rules[0] also: tokens/minute 200000, USD/minute 0.5, consecutive 20, cooldown s 60" in result.stdout
+    assert "rules[0] also: tokens/minute 200000, USD/minute 0.5, consecutive 20, cooldown s 60, retries 2, retry delay s 1, failures in a row 10" in result.stdout
 
 
 def test_shipped_profiles_load_and_explain():
