@@ -72,3 +72,13 @@ public struct Totals: Sendable, Equatable {
 
     public init() {}
 }
+
+/// A budget threshold that the day's spend reached, for the caller to log and act on.
+public struct BudgetEvent: Sendable, Equatable {
+    public var file: String
+    /// "warning" or "critical".
+    public var level: String
+    public var percent: Int
+    public var spent: USD
+    public var actions: [BudgetAction]
+}

@@ -61,11 +61,21 @@ public final class Governor: Sendable {
         var fingerprint: UInt64
     }
 
+    private struct BudgetState {
+        var day = 0                       // days since the Unix epoch, UTC
+        var spent = USD.zero
+        var reserved = USD.zero
+        var warningReached = false
+        var criticalReached = false
+    }
+
     private struct State {
         var nextID: UInt64 = 1
         var rules: [RuleKey: RuleState] = [:]
         var reservations: [UInt64: Reservation] = [:]
         var totals = Totals()
+        var budgets: [Int: BudgetState] = [:]  // by layer index
+        var budgetEvents: [BudgetEvent] = []
     }
 
     /// Whether any rule limits retries, so callers know to compute request fingerprints.
@@ -114,6 +124,7 @@ public final class Governor: Sendable {
                     state.rules[key]!.amounts[index].update(id: id, amount: amount)
                 }
             }
+            settleBudgets(reservation: reservation, cost: cost, state: &state)
             state.totals.reserved -= reservation.cost
             state.totals.inFlight -= 1
             state.totals.cost += cost
@@ -143,6 +154,9 @@ public final class Governor: Sendable {
                     state.rules[key]!.amounts[index].remove(id: id)
                 }
             }
+            for layerIndex in layers.indices where layers[layerIndex].budget != nil {
+                state.budgets[layerIndex]?.reserved -= reservation.cost
+            }
             state.totals.reserved -= reservation.cost
             state.totals.inFlight -= 1
             state.totals.calls -= 1
@@ -157,6 +171,56 @@ public final class Governor: Sendable {
     /// Counts a call refused before it reached the rules, such as one for an unpriced model.
     public func countDenial() {
         state.withLock { $0.totals.denied += 1 }
+    }
+
+    /// Moves a settled call from reserved to spent in every budget and records the thresholds it crosses.
+    private func settleBudgets(reservation: Reservation, cost: USD, state: inout State) {
+        for (layerIndex, layer) in layers.enumerated() {
+            guard let budget = layer.budget, var spend = state.budgets[layerIndex] else { continue }
+            spend.reserved -= reservation.cost
+            spend.spent += cost
+            let percent = budget.dailyLimit.picodollars > 0 ? Double(spend.spent.picodollars) * 100 / Double(budget.dailyLimit.picodollars) : 100
+            if let threshold = budget.warningPercent, !spend.warningReached, percent >= Double(threshold) {
+                spend.warningReached = true
+                state.budgetEvents.append(BudgetEvent(file: layer.file, level: "warning", percent: threshold, spent: spend.spent, actions: budget.onWarning))
+            }
+            if let threshold = budget.criticalPercent, !spend.criticalReached, percent >= Double(threshold) {
+                spend.criticalReached = true
+                state.budgetEvents.append(BudgetEvent(file: layer.file, level: "critical", percent: threshold, spent: spend.spent, actions: budget.onCritical))
+            }
+            state.budgets[layerIndex] = spend
+        }
+    }
+
+    /// Returns and clears the budget thresholds reached since the last call, oldest first.
+    public func takeBudgetEvents() -> [BudgetEvent] {
+        state.withLock { state in
+            defer { state.budgetEvents = [] }
+            return state.budgetEvents
+        }
+    }
+
+    /// The budget actions in force for a layer: those of every threshold its spend has reached.
+    private func activeBudgetActions(layer: Int, state: State) -> [BudgetAction] {
+        guard let budget = layers[layer].budget, let spend = state.budgets[layer] else { return [] }
+        return (spend.warningReached ? budget.onWarning : []) + (spend.criticalReached ? budget.onCritical : [])
+    }
+
+    /// The factor `reduce_rate_limits_by` applies to a layer's count limits, 1 when none is in force.
+    private func countLimitFactor(layer: Int, state: State) -> Double {
+        activeBudgetActions(layer: layer, state: state).reduce(1.0) { factor, action in
+            if case .reduceRateLimitsBy(let percent) = action { return factor * (1 - Double(percent) / 100) }
+            return factor
+        }
+    }
+
+    /// Moves a layer's budget to a new day when midnight UTC has passed.
+    private func rollBudgetDay(layer: Int, now: Double, state: inout State) {
+        let today = Int((now / 86_400).rounded(.down))
+        if state.budgets[layer, default: BudgetState()].day != today {
+            let reserved = state.budgets[layer]?.reserved ?? .zero
+            state.budgets[layer] = BudgetState(day: today, reserved: reserved)
+        }
     }
 
     // MARK: - Decision
@@ -205,6 +269,20 @@ public final class Governor: Sendable {
             }
         }
 
+        for (layerIndex, layer) in layers.enumerated() where layer.budget != nil {
+            rollBudgetDay(layer: layerIndex, now: now, state: &state)
+            let actions = activeBudgetActions(layer: layerIndex, state: state)
+            if actions.contains(.pauseNonEssential) {
+                let layerMatches = matched.filter { $0.key.layer == layerIndex && $0.key.rule >= 0 }.map(\.rule)
+                let anyEssential = layer.rules.contains(where: \.essential)
+                let allowed = anyEssential ? layerMatches.contains(where: \.essential) : call.actions[0].hasPrefix("llm:")
+                if !allowed {
+                    return .refuse(Refusal(kind: .forbidden, limit: "budget.on_warning",
+                                           message: "\(call.actions[0]) denied: the daily budget in \(layer.file) reached a threshold that pauses non-essential actions; mark the rule essential: true to keep it"))
+                }
+            }
+        }
+
         let price = call.price
         let perOutputToken = price.outputPerToken * Int64(call.choices)
         let inputCost = USD(picodollars: Int64(call.inputTokensBound) * price.inputPerToken + price.perCall)
@@ -225,7 +303,24 @@ public final class Governor: Sendable {
             return Int(min(left / perOutputToken, Int64(Int32.max)))
         }
 
+        for (layerIndex, layer) in layers.enumerated() {
+            guard let budget = layer.budget, let spend = state.budgets[layerIndex] else { continue }
+            let path = "budget.daily_limit_usd"
+            if let affordable = affordableOutput(budget.dailyLimit - spend.spent - spend.reserved), affordable >= minimumOutput {
+                outputCap = min(outputCap, affordable)
+            } else if let affordable = affordableOutput(budget.dailyLimit - spend.spent), affordable >= minimumOutput {
+                refuse(Refusal(kind: .window(retryAfterSeconds: 1), limit: path,
+                               message: "\(call.actions[0]) denied: \(path) (\(budget.dailyLimit) USD) in \(layer.file) is reserved by calls in flight; retry in 1s"))
+            } else {
+                refuse(Refusal(kind: .quota, limit: path,
+                               message: "\(call.actions[0]) denied: \(path) (\(budget.dailyLimit) USD) in \(layer.file) is spent (\(spend.spent) USD today); it resets at midnight UTC"))
+            }
+        }
+
         for (key, rule) in matched {
+            let factor = countLimitFactor(layer: key.layer, state: state)
+            // reduce_rate_limits_by scales every count limit while its threshold is in force.
+            func scaled(_ limit: Int) -> Int { factor == 1 ? limit : Int((Double(limit) * factor).rounded(.down)) }
             if state.rules[key] == nil {
                 state.rules[key] = RuleState(amounts: Governor.amountWindows(for: rule))
             }
@@ -257,7 +352,8 @@ public final class Governor: Sendable {
                                    message: "\(call.actions[0]) denied: this call alone needs \(window.describe(needed)), more than \(window.key) (\(window.describe(window.limit))) at \(rule.position); shorten the request"))
                 }
             }
-            for (limit, length, name) in limits.countWindows {
+            for (unscaled, length, name) in limits.countWindows {
+                let limit = scaled(unscaled)
                 if ruleState.window.count(after: now - length) >= limit {
                     let reopensAt = limit == 0 ? now + length : ruleState.window.reopeningEntryTime(after: now - length, limit: limit) + length
                     refuse(Refusal(
@@ -266,7 +362,7 @@ public final class Governor: Sendable {
                         message: "\(call.actions[0]) denied: \(rule.limitsPath).\(name) (\(limit)) reached at \(rule.position); retry in \(formatSeconds(reopensAt - now))"))
                 }
             }
-            if let limit = limits.maxPerTask, ruleState.taskCalls >= limit {
+            if let limit = limits.maxPerTask.map(scaled), ruleState.taskCalls >= limit {
                 let path = "\(rule.limitsPath).max_per_task"
                 if ruleState.taskCalls - ruleState.inFlight >= limit {
                     refuse(Refusal(kind: .quota, limit: path,
@@ -310,7 +406,7 @@ public final class Governor: Sendable {
                 refuse(Refusal(kind: .forbidden, limit: path,
                                message: "\(call.actions[0]) denied: called \(ruleState.consecutive) times in a row, the limit of \(path) at \(rule.position); do something else before calling it again"))
             }
-            if let limit = limits.maxConcurrent, ruleState.inFlight >= limit {
+            if let limit = limits.maxConcurrent.map(scaled), ruleState.inFlight >= limit {
                 let path = "\(rule.limitsPath).max_concurrent"
                 refuse(Refusal(kind: .window(retryAfterSeconds: 1), limit: path,
                                message: "\(call.actions[0]) denied: \(path) (\(limit)) calls are in flight at \(rule.position); retry in 1s"))
@@ -397,6 +493,9 @@ public final class Governor: Sendable {
                 state.rules[key]!.window.append(time: now, id: id)
             }
             keys.append(key)
+        }
+        for layerIndex in layers.indices where layers[layerIndex].budget != nil {
+            state.budgets[layerIndex, default: BudgetState()].reserved += reservedCost
         }
         state.reservations[id] = Reservation(rules: keys, cost: reservedCost, price: price, producesOutput: call.producesOutput,
                                                 fingerprint: call.fingerprint)

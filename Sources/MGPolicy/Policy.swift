@@ -98,6 +98,8 @@ public struct Rule: Sendable {
     public var costCeiling: CostCeiling
     /// After this many LLM calls that write output in the task, every further one gets the conclusion reply.
     public var requireConclusionAfter: Int?
+    /// Kept allowed when a budget threshold pauses non-essential actions.
+    public var essential = false
     /// The rule's start position and key path such as `rules[2]`, for messages.
     public var position: SourcePosition
     public var path: String
@@ -155,6 +157,36 @@ public struct OnLimitExceeded: Sendable {
     }
 }
 
+/// What a budget threshold does once the day's spend reaches it.
+public enum BudgetAction: Sendable, Equatable {
+    /// Deny actions of rules not marked `essential`; with none marked, only `llm:*` stays allowed.
+    case pauseNonEssential
+    /// A warning line in mg-run's log, until alert channels exist.
+    case notifyOps
+    /// Multiply every count limit of the layer by 1 - P/100.
+    case reduceRateLimitsBy(percent: Int)
+    /// Stop the run.
+    case kill
+}
+
+/// `budget`: a daily spend limit with warning and critical thresholds.
+public struct Budget: Sendable {
+    /// A ceiling on the day's spend over all actions; the day starts at midnight UTC.
+    public var dailyLimit: USD
+    public var warningPercent: Int?
+    public var criticalPercent: Int?
+    public var onWarning: [BudgetAction] = []
+    public var onCritical: [BudgetAction] = []
+    public var position: SourcePosition
+
+    public init(dailyLimit: USD, warningPercent: Int? = nil, criticalPercent: Int? = nil, position: SourcePosition = SourcePosition(file: "<memory>", line: 1, column: 1)) {
+        self.dailyLimit = dailyLimit
+        self.warningPercent = warningPercent
+        self.criticalPercent = criticalPercent
+        self.position = position
+    }
+}
+
 /// One policy file: a layer. Several layers apply together, and every limit of each must hold.
 public struct Policy: Sendable {
     public var file: String
@@ -166,6 +198,7 @@ public struct Policy: Sendable {
     /// `global_rate_limit` (or top-level `rate_limit`): limits over all of the layer's actions together.
     /// It does not allow anything; rules still decide what is allowed.
     public var globalRule: Rule?
+    public var budget: Budget?
     /// `unknown_model`: true for `allow_free`, false for `deny`, nil when the layer does not say.
     public var unknownModelAllowFree: Bool?
     /// `prices:` entries by model glob, overriding the price table.

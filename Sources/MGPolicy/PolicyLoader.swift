@@ -5,14 +5,14 @@ import Foundation
 /// because a limit that is silently ignored is a budget leak.
 public enum PolicyLoader {
     static let metadataKeys = ["name", "version", "description", "owner", "approved_by", "last_updated", "rationale", "changelog"]
-    static let supportedTopLevel = metadataKeys + ["rules", "on_limit_exceeded", "default_effect", "global_rate_limit", "rate_limit", "prices", "unknown_model"]
+    static let supportedTopLevel = metadataKeys + ["rules", "on_limit_exceeded", "default_effect", "global_rate_limit", "rate_limit", "prices", "unknown_model", "budget"]
     static let notSupportedTopLevel = [
-        "agent_match", "time_restrictions", "budget", "approval_required",
+        "agent_match", "time_restrictions", "approval_required",
         "anomaly_detection", "circuit_breaker", "emergency_stop", "cost_tracking", "optimization", "scaling",
         "run", "upstreams",
     ]
-    static let supportedRuleKeys = ["action", "effect", "rate_limit", "cost_ceiling", "behavioral_limits", "name", "description"]
-    static let notSupportedRuleKeys = ["conditions", "requires", "audit", "essential"]
+    static let supportedRuleKeys = ["action", "effect", "rate_limit", "cost_ceiling", "behavioral_limits", "essential", "name", "description"]
+    static let notSupportedRuleKeys = ["conditions", "requires", "audit"]
     static let supportedRateLimitKeys = [
         "max_per_second", "max_per_minute", "max_per_hour", "max_per_day", "max_per_task", "max_concurrent",
         "max_tokens_per_call", "max_input_tokens_per_call", "max_output_tokens_per_call",
@@ -97,6 +97,9 @@ public enum PolicyLoader {
             rule.costCeiling = dollars
             policy.globalRule = rule
         }
+        if let node = top["budget"] {
+            policy.budget = readBudget(node, reader: &reader)
+        }
         if let node = top["unknown_model"], let choice = reader.choice(node, path: "unknown_model", among: ["deny", "allow_free"]) {
             policy.unknownModelAllowFree = choice == "allow_free"
         }
@@ -153,6 +156,9 @@ public enum PolicyLoader {
            let node = behavior["require_conclusion_after"] {
             rule.requireConclusionAfter = reader.count(node, path: "\(path).behavioral_limits.require_conclusion_after")
         }
+        if let essentialNode = keys["essential"], let essential = reader.boolean(essentialNode, path: "\(path).essential") {
+            rule.essential = essential
+        }
         for key in ["name", "description"] {
             if let metadataNode = keys[key] { _ = reader.string(metadataNode, path: "\(path).\(key)") }
         }
@@ -203,6 +209,53 @@ public enum PolicyLoader {
         ceiling.maxUSDPerHour = dollars("max_usd_per_hour")
         ceiling.maxUSDPerDay = dollars("max_usd_per_day")
         return ceiling
+    }
+
+    static func readBudget(_ node: YAMLNode, reader: inout SchemaReader) -> Budget? {
+        let keys = ["daily_limit_usd", "warning_threshold_percent", "critical_threshold_percent", "on_warning", "on_critical"]
+        guard let fields = reader.mapping(node, path: "budget", supported: keys) else { return nil }
+        guard let limitNode = fields["daily_limit_usd"] else {
+            reader.fail(node, "budget", "missing key 'daily_limit_usd'; the thresholds are percentages of it")
+            return nil
+        }
+        guard let limit = reader.dollars(limitNode, path: "budget.daily_limit_usd") else { return nil }
+        var budget = Budget(dailyLimit: limit, position: node.position)
+        for (key, field) in [("warning_threshold_percent", \Budget.warningPercent), ("critical_threshold_percent", \Budget.criticalPercent)] {
+            guard let valueNode = fields[key], let percent = reader.count(valueNode, path: "budget.\(key)") else { continue }
+            if percent > 100 {
+                reader.fail(valueNode, "budget.\(key)", "must be at most 100, got \(percent)")
+            }
+            budget[keyPath: field] = percent
+        }
+        budget.onWarning = fields["on_warning"].map { readBudgetActions($0, path: "budget.on_warning", reader: &reader) } ?? []
+        budget.onCritical = fields["on_critical"].map { readBudgetActions($0, path: "budget.on_critical", reader: &reader) } ?? []
+        return budget
+    }
+
+    static func readBudgetActions(_ node: YAMLNode, path: String, reader: inout SchemaReader) -> [BudgetAction] {
+        guard let items = reader.sequence(node, path: path) else { return [] }
+        var actions: [BudgetAction] = []
+        for (index, item) in items.enumerated() {
+            let itemPath = "\(path)[\(index)]"
+            if case .mapping = item.value {
+                guard let fields = reader.mapping(item, path: itemPath, supported: ["reduce_rate_limits_by"]),
+                      let valueNode = fields["reduce_rate_limits_by"],
+                      let percent = reader.count(valueNode, path: "\(itemPath).reduce_rate_limits_by")
+                else { continue }
+                if percent > 100 { reader.fail(valueNode, "\(itemPath).reduce_rate_limits_by", "must be at most 100, got \(percent)") }
+                actions.append(.reduceRateLimitsBy(percent: min(percent, 100)))
+                continue
+            }
+            guard let name = reader.choice(item, path: itemPath, among: ["pause_non_essential", "notify_ops", "kill", "pause"]) else { continue }
+            switch name {
+            case "pause_non_essential": actions.append(.pauseNonEssential)
+            case "notify_ops": actions.append(.notifyOps)
+            case "kill": actions.append(.kill)
+            default:
+                reader.fail(item, itemPath, "'pause' is not supported yet by this version of mg-run; use kill, pause_non_essential or notify_ops")
+            }
+        }
+        return actions
     }
 
     static func readOnLimitExceeded(_ node: YAMLNode, reader: inout SchemaReader) -> OnLimitExceeded? {

@@ -266,6 +266,33 @@ public final class MeteringProxy: HTTPHandler {
         entry.costUSD = cost.description
         entry.estimated = usage.estimated
         record(entry, status: status, started: started)
+        for event in governor.takeBudgetEvents() {
+            handle(event)
+        }
+    }
+
+    /// Logs and audits a budget threshold, and stops the run when the threshold says kill.
+    private func handle(_ event: BudgetEvent) {
+        let names = event.actions.map { action -> String in
+            switch action {
+            case .pauseNonEssential: return "pause_non_essential"
+            case .notifyOps: return "notify_ops"
+            case .reduceRateLimitsBy(let percent): return "reduce_rate_limits_by \(percent)"
+            case .kill: return "kill"
+            }
+        }
+        let detail = "daily budget in \(event.file) reached its \(event.level) threshold (\(event.percent)%, \(event.spent) USD spent today); actions: \(names.isEmpty ? "none" : names.joined(separator: ", "))"
+        var fields: [(String, String)] = [("level", event.level), ("percent", String(event.percent)), ("spent_usd", event.spent.description)]
+        fields.append(("policy", event.file))
+        if event.actions.contains(.notifyOps) {
+            logger.warning("budget threshold reached; notifying operators", fields)
+        } else {
+            logger.info("budget threshold reached", fields)
+        }
+        audit?.append(AuditRecord(action: "budget:\(event.level)", model: nil, decision: "alert", reason: detail))
+        if event.actions.contains(.kill) {
+            stop("budget:\(event.level)", because: detail)
+        }
     }
 
     private func upstreamHeaders(_ request: HTTPRequest, provider: Provider, upstream: Upstream) -> [(String, String)] {

@@ -392,6 +392,62 @@ extension Decision {
     }
 }
 
+@Suite struct GovernorBudgetTests {
+    private func subject(_ budget: Budget, rules: [Rule] = [Rule(action: "llm:*")], time: ManualTimeSource = ManualTimeSource()) -> Governor {
+        var policy = Policy(file: "b.yaml", rules: rules)
+        policy.budget = budget
+        return Governor(layers: [policy], time: time)
+    }
+
+    private func spend(_ governor: Governor, _ descriptor: CallDescriptor, input: Int, output: Int) -> Bool {
+        guard let admission = governor.admit(descriptor).admission else { return false }
+        governor.settle(admission.id, usage: Usage(uncachedInputTokens: input, outputTokens: output))
+        return true
+    }
+
+    @Test func dailyLimitHoldsAndResetsAtMidnight() {
+        // 1800000000 is 2027-01-15 08:00 UTC.
+        let time = ManualTimeSource(start: 1_800_000_000)
+        let governor = subject(Budget(dailyLimit: dollars("0.001")), time: time)
+        #expect(spend(governor, call(input: 100, output: 500), input: 100, output: 425))  // 0.00095
+        let refusal = governor.admit(call(input: 100, output: 300)).refusal
+        #expect(refusal?.kind == .quota)
+        #expect(refusal?.limit == "budget.daily_limit_usd")
+        time.advance(by: 16 * 3_600 + 1)
+        #expect(governor.admit(call(input: 100, output: 300)).admission != nil)
+    }
+
+    @Test func thresholdsFireOnceWithTheirActions() {
+        var budget = Budget(dailyLimit: dollars("0.001"), warningPercent: 50, criticalPercent: 90)
+        budget.onWarning = [.notifyOps]
+        budget.onCritical = [.kill]
+        let governor = subject(budget)
+        #expect(spend(governor, call(input: 100, output: 100), input: 100, output: 100))  // 0.0003
+        #expect(governor.takeBudgetEvents().isEmpty)
+        #expect(spend(governor, call(input: 100, output: 100), input: 100, output: 100))  // 0.0006
+        #expect(governor.takeBudgetEvents().map(\.level) == ["warning"])
+        #expect(spend(governor, call(input: 100, output: 100), input: 100, output: 100))  // 0.0009
+        let events = governor.takeBudgetEvents()
+        #expect(events.map(\.level) == ["critical"])
+        #expect(events.first?.actions == [.kill])
+    }
+
+    @Test func warningPausesNonEssentialAndReducesLimits() {
+        var budget = Budget(dailyLimit: dollars("0.001"), warningPercent: 10)
+        budget.onWarning = [.pauseNonEssential, .reduceRateLimitsBy(percent: 50)]
+        var essential = Rule(action: "llm:a", rateLimit: RateLimit(maxPerMinute: 4))
+        essential.essential = true
+        let governor = subject(budget, rules: [essential, Rule(action: "llm:b", path: "rules[1]")])
+        #expect(spend(governor, call(input: 100, output: 100, model: "a"), input: 100, output: 100))
+        // The warning is in force: b is not essential, and a's four calls a minute became two.
+        let paused = governor.admit(call(model: "b")).refusal
+        #expect(paused?.kind == .forbidden)
+        #expect(paused?.limit == "budget.on_warning")
+        #expect(governor.admit(call(input: 10, output: 20, model: "a")).admission != nil)
+        #expect(governor.admit(call(input: 10, output: 20, model: "a")).refusal?.limit == "rules[0].rate_limit.max_per_minute")
+    }
+}
+
 @Suite struct GovernorConcurrencyTests {
     /// Many tasks admit calls of random sizes and settle them at random
     /// fractions of their reservation. No seed may settle past the ceiling or

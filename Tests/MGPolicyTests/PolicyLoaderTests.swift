@@ -123,6 +123,32 @@ private func errors(of text: String, file: String = "policy.yaml") -> [String] {
         #expect(errors(of: "unknown_model: allow\n").first?.hasPrefix("policy.yaml:1:16: unknown_model: invalid value 'allow'") == true)
     }
 
+    @Test func budgetWithThresholds() throws {
+        let policy = try PolicyLoader.parse(text: """
+            rules: [{action: "llm:*", essential: true}]
+            budget:
+              daily_limit_usd: 10
+              warning_threshold_percent: 80
+              critical_threshold_percent: 95
+              on_warning: [notify_ops, {reduce_rate_limits_by: 50}]
+              on_critical: [pause_non_essential, kill]
+            """, file: "p.yaml")
+        let budget = try #require(policy.budget)
+        #expect(budget.dailyLimit == USD(decimalText: "10"))
+        #expect(budget.warningPercent == 80)
+        #expect(budget.criticalPercent == 95)
+        #expect(budget.onWarning == [.notifyOps, .reduceRateLimitsBy(percent: 50)])
+        #expect(budget.onCritical == [.pauseNonEssential, .kill])
+        #expect(policy.rules[0].essential)
+        let found = errors(of: "budget: {warning_threshold_percent: 120, on_critical: [pause]}\n")
+        #expect(found == ["policy.yaml:1:9: budget: missing key 'daily_limit_usd'; the thresholds are percentages of it"])
+        let more = errors(of: "budget: {daily_limit_usd: 1, warning_threshold_percent: 120, on_critical: [pause, notify_opps]}\n")
+        #expect(more.count == 3)
+        #expect(more[0] == "policy.yaml:1:57: budget.warning_threshold_percent: must be at most 100, got 120")
+        #expect(more[1].hasPrefix("policy.yaml:1:76: budget.on_critical[0]: 'pause' is not supported yet"))
+        #expect(more[2].hasPrefix("policy.yaml:1:83: budget.on_critical[1]: invalid value 'notify_opps'"))
+    }
+
     @Test func bothGlobalSpellingsRejected() {
         let found = errors(of: "global_rate_limit: {max_per_minute: 1}\nrate_limit: {max_per_minute: 2}\n")
         #expect(found == ["policy.yaml:2:13: rate_limit: both global_rate_limit and rate_limit are set, and they mean the same; keep one of them"])
@@ -203,12 +229,12 @@ private func errors(of text: String, file: String = "policy.yaml") -> [String] {
               - effect: allow
               - action: "llm:*"
                 effect: alow
-            budget: {daily_limit_usd: 5}
+            approval_required: []
             """)
         #expect(found.count == 3)
         #expect(found[0] == "policy.yaml:2:5: rules[0]: missing key 'action'; add a glob such as action: \"llm:*\"")
         #expect(found[1] == "policy.yaml:4:13: rules[1].effect: invalid value 'alow'; expected one of allow, deny (did you mean 'allow'?)")
-        #expect(found[2].hasPrefix("policy.yaml:5:1: budget: is not supported yet"))
+        #expect(found[2].hasPrefix("policy.yaml:5:1: approval_required: is not supported yet"))
     }
 
     @Test func invalidYAMLHasPosition() {

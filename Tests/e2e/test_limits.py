@@ -263,3 +263,33 @@ rules:
     assert result.stdout.strip() == "PermissionDeniedError 403"
     assert [line["status"] for line in result.audit] == [500, 500, 403]
     assert "max_retries" in result.audit[-1]["reason"]
+
+
+BUDGET_AGENT = """
+import time, openai
+client = openai.OpenAI(max_retries=0)
+for index in range(200):
+    client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "step %d" % index}])
+time.sleep(30)
+"""
+
+
+def test_budget_critical_threshold_kills_run(tmp_path):
+    policy = """
+rules:
+  - action: "llm:*"
+budget:
+  daily_limit_usd: 0.10
+  warning_threshold_percent: 20
+  critical_threshold_percent: 50
+  on_warning: [notify_ops]
+  on_critical: [kill]
+"""
+    result = run_mg(tmp_path, policy, BUDGET_AGENT, "--upstream", "simulate", "--kill-grace", "1")
+    assert result.returncode == 125
+    assert result.summary["stop_reason"] == "budget:critical"
+    assert 0.05 <= result.summary["cost_usd"] <= 0.10
+    alerts = [line for line in result.audit if line["decision"] == "alert"]
+    assert [line["action"] for line in alerts] == ["budget:warning", "budget:critical"]
+    assert "notify_ops" in alerts[0]["reason"]
+    assert "budget threshold reached; notifying operators" in result.stderr
