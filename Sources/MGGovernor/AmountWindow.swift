@@ -8,6 +8,7 @@ struct AmountWindow {
         var time: Double
         var id: UInt64
         var amount: Int64
+        var settled = false
     }
 
     enum Measure {
@@ -23,6 +24,8 @@ struct AmountWindow {
     private var start = 0
     /// The sum of the live entries' amounts.
     private(set) var total: Int64 = 0
+    /// The part of `total` reserved by calls not settled yet.
+    private(set) var inFlight: Int64 = 0
 
     init(measure: Measure, length: Double, limit: Int64, key: String) {
         self.measure = measure
@@ -32,6 +35,9 @@ struct AmountWindow {
     }
 
     var remaining: Int64 { limit - total }
+
+    /// What would remain once the calls in flight settle to nothing: the most a wait of a second can free.
+    var remainingAfterInFlight: Int64 { limit - (total - inFlight) }
 
     /// Formats an amount of this window's measure for messages: "1200 tokens" or "0.5 USD".
     func describe(_ amount: Int64) -> String {
@@ -45,6 +51,7 @@ struct AmountWindow {
     mutating func prune(now: Double) {
         while start < storage.count && storage[start].time <= now - length {
             total -= storage[start].amount
+            if !storage[start].settled { inFlight -= storage[start].amount }
             start += 1
         }
         if start > 1_024 && start * 2 > storage.count {
@@ -56,18 +63,22 @@ struct AmountWindow {
     mutating func append(time: Double, id: UInt64, amount: Int64) {
         storage.append(Entry(time: time, id: id, amount: amount))
         total += amount
+        inFlight += amount
     }
 
     /// Sets a call's amount to what it settled at; a call that already left the window changes nothing.
     mutating func update(id: UInt64, amount: Int64) {
         guard let index = index(of: id) else { return }
         total += amount - storage[index].amount
+        if !storage[index].settled { inFlight -= storage[index].amount }
         storage[index].amount = amount
+        storage[index].settled = true
     }
 
     mutating func remove(id: UInt64) {
         guard let index = index(of: id) else { return }
         total -= storage[index].amount
+        if !storage[index].settled { inFlight -= storage[index].amount }
         storage.remove(at: index)
     }
 

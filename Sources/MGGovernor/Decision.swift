@@ -29,6 +29,8 @@ public struct Refusal: Sendable, Error {
     public var message: String
     /// Set when this refusal means the run cannot go on, e.g. `cost_ceiling:max_usd_per_task`.
     public var stopReason: String?
+    /// The layer and rule whose limit produced the refusal, when one did; a rule index of -1 is the layer's global limit.
+    var origin: (layer: Int, rule: Int)?
 
     public init(kind: Kind, limit: String, message: String, stopReason: String? = nil) {
         self.kind = kind

@@ -228,6 +228,9 @@ public final class Governor: Sendable {
     /// Counts a denied call as an unsuccessful result of every rule it matches, for max_consecutive_failures.
     private func recordDenialAsFailure(_ call: CallDescriptor, state: inout State) {
         for (layerIndex, layer) in layers.enumerated() {
+            if layer.globalRule?.rateLimit.maxConsecutiveFailures != nil {
+                state.rules[RuleKey(layer: layerIndex, rule: -1)]?.consecutiveFailures += 1
+            }
             for (ruleIndex, rule) in layer.rules.enumerated() where rule.rateLimit.maxConsecutiveFailures != nil && call.actions.contains(where: rule.matches) {
                 state.rules[RuleKey(layer: layerIndex, rule: ruleIndex)]?.consecutiveFailures += 1
             }
@@ -237,7 +240,8 @@ public final class Governor: Sendable {
     /// Starts the cooldown of every rule whose rate-limit object produced the refusal, except for a cooldown itself.
     private func startCooldowns(_ matched: [(key: RuleKey, rule: Rule)], refusal: Refusal, now: Double, state: inout State) {
         for (key, rule) in matched {
-            guard let seconds = rule.rateLimit.cooldownSeconds, refusal.limit.hasPrefix(rule.limitsPath + "."),
+            guard let seconds = rule.rateLimit.cooldownSeconds, let origin = refusal.origin,
+                  origin.layer == key.layer, origin.rule == key.rule, refusal.limit.hasPrefix(rule.limitsPath + "."),
                   !refusal.limit.hasSuffix(".cooldown_seconds") else { continue }
             let until = max(state.rules[key]?.cooldownUntil ?? 0, now + Double(seconds))
             state.rules[key]?.cooldownUntil = until
@@ -273,11 +277,13 @@ public final class Governor: Sendable {
             rollBudgetDay(layer: layerIndex, now: now, state: &state)
             let actions = activeBudgetActions(layer: layerIndex, state: state)
             if actions.contains(.pauseNonEssential) {
+                let spend = state.budgets[layerIndex]
+                let source = spend?.criticalReached == true && layer.budget?.onCritical.contains(.pauseNonEssential) == true ? "budget.on_critical" : "budget.on_warning"
                 let layerMatches = matched.filter { $0.key.layer == layerIndex && $0.key.rule >= 0 }.map(\.rule)
                 let anyEssential = layer.rules.contains(where: \.essential)
                 let allowed = anyEssential ? layerMatches.contains(where: \.essential) : call.actions[0].hasPrefix("llm:")
                 if !allowed {
-                    return .refuse(Refusal(kind: .forbidden, limit: "budget.on_warning",
+                    return .refuse(Refusal(kind: .forbidden, limit: source,
                                            message: "\(call.actions[0]) denied: the daily budget in \(layer.file) reached a threshold that pauses non-essential actions; mark the rule essential: true to keep it"))
                 }
             }
@@ -292,7 +298,10 @@ public final class Governor: Sendable {
         var outputCap = min(call.requestedOutputTokens ?? modelLimit, modelLimit)
         let minimumOutput = min(call.requestedOutputTokens ?? Governor.minimumOutputTokens, Governor.minimumOutputTokens, modelLimit)
         var worst: Refusal?
+        var currentRule: RuleKey?
         func refuse(_ refusal: Refusal) {
+            var refusal = refusal
+            if let currentRule { refusal.origin = (currentRule.layer, currentRule.rule) }
             if worst == nil || refusal.isMoreSevere(than: worst!) { worst = refusal }
         }
         // Output tokens affordable from `budget` after the input, or nil when the input alone does not fit.
@@ -318,9 +327,11 @@ public final class Governor: Sendable {
         }
 
         for (key, rule) in matched {
+            currentRule = key
             let factor = countLimitFactor(layer: key.layer, state: state)
             // reduce_rate_limits_by scales every count limit while its threshold is in force.
-            func scaled(_ limit: Int) -> Int { factor == 1 ? limit : Int((Double(limit) * factor).rounded(.down)) }
+            // A reduced limit keeps at least one call, so a reduction never shuts the rule.
+            func scaled(_ limit: Int) -> Int { factor == 1 || limit == 0 ? limit : max(1, Int((Double(limit) * factor).rounded(.down))) }
             if state.rules[key] == nil {
                 state.rules[key] = RuleState(amounts: Governor.amountWindows(for: rule))
             }
@@ -331,19 +342,27 @@ public final class Governor: Sendable {
             let limits = rule.rateLimit
             for window in ruleState.amounts {
                 let needed: Int64
-                let affordable: Int?
-                switch window.measure {
-                case .tokens:
-                    // The input's upper bound, like a cost reservation, so concurrent calls cannot overshoot.
-                    needed = Int64(call.inputTokensBound + minimumOutput * call.choices)
-                    let left = window.remaining - Int64(call.inputTokensBound)
-                    affordable = left < 0 ? nil : Int(min(left / Int64(call.choices), Int64(Int32.max)))
-                case .picodollars:
-                    needed = inputCost.picodollars + Int64(minimumOutput) * perOutputToken
-                    affordable = affordableOutput(USD(picodollars: window.remaining))
+                // Output tokens that fit in `remaining`, or nil when the input alone does not.
+                func affordable(_ remaining: Int64) -> Int? {
+                    switch window.measure {
+                    case .tokens:
+                        // The input's upper bound, like a cost reservation, so concurrent calls cannot overshoot.
+                        let left = remaining - Int64(call.inputTokensBound)
+                        return left < 0 ? nil : Int(min(left / Int64(call.choices), Int64(Int32.max)))
+                    case .picodollars:
+                        return affordableOutput(USD(picodollars: remaining))
+                    }
                 }
-                if let affordable, affordable >= minimumOutput {
-                    if call.producesOutput { outputCap = min(outputCap, affordable) }
+                switch window.measure {
+                case .tokens: needed = Int64(call.inputTokensBound + minimumOutput * call.choices)
+                case .picodollars: needed = inputCost.picodollars + Int64(minimumOutput) * perOutputToken
+                }
+                if let fits = affordable(window.remaining), fits >= minimumOutput {
+                    if call.producesOutput { outputCap = min(outputCap, fits) }
+                } else if let fits = affordable(window.remainingAfterInFlight), fits >= minimumOutput {
+                    // It would fit once the calls in flight settle below their reservations.
+                    refuse(Refusal(kind: .window(retryAfterSeconds: 1), limit: window.key,
+                                   message: "\(call.actions[0]) denied: \(window.key) (\(window.describe(window.limit))) is reserved by calls in flight at \(rule.position); retry in 1s"))
                 } else if let wait = window.secondsUntilFits(needed, now: now) {
                     refuse(Refusal(kind: .window(retryAfterSeconds: wait), limit: window.key,
                                    message: "\(call.actions[0]) denied: \(window.key) (\(window.describe(window.limit))) is used up at \(rule.position); retry in \(formatSeconds(wait))"))

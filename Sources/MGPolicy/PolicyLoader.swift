@@ -214,12 +214,14 @@ public enum PolicyLoader {
     static func readBudget(_ node: YAMLNode, reader: inout SchemaReader) -> Budget? {
         let keys = ["daily_limit_usd", "warning_threshold_percent", "critical_threshold_percent", "on_warning", "on_critical"]
         guard let fields = reader.mapping(node, path: "budget", supported: keys) else { return nil }
-        guard let limitNode = fields["daily_limit_usd"] else {
+        // Every part is read even when the limit is missing or invalid, so all errors are reported at once.
+        var limit: USD?
+        if let limitNode = fields["daily_limit_usd"] {
+            limit = reader.dollars(limitNode, path: "budget.daily_limit_usd")
+        } else {
             reader.fail(node, "budget", "missing key 'daily_limit_usd'; the thresholds are percentages of it")
-            return nil
         }
-        guard let limit = reader.dollars(limitNode, path: "budget.daily_limit_usd") else { return nil }
-        var budget = Budget(dailyLimit: limit, position: node.position)
+        var budget = Budget(dailyLimit: limit ?? .zero, position: node.position)
         for (key, field) in [("warning_threshold_percent", \Budget.warningPercent), ("critical_threshold_percent", \Budget.criticalPercent)] {
             guard let valueNode = fields[key], let percent = reader.count(valueNode, path: "budget.\(key)") else { continue }
             if percent > 100 {
@@ -227,9 +229,12 @@ public enum PolicyLoader {
             }
             budget[keyPath: field] = percent
         }
+        if let warning = budget.warningPercent, let critical = budget.criticalPercent, warning > critical, let node = fields["warning_threshold_percent"] {
+            reader.fail(node, "budget.warning_threshold_percent", "\(warning) is above critical_threshold_percent (\(critical)); the warning must come first")
+        }
         budget.onWarning = fields["on_warning"].map { readBudgetActions($0, path: "budget.on_warning", reader: &reader) } ?? []
         budget.onCritical = fields["on_critical"].map { readBudgetActions($0, path: "budget.on_critical", reader: &reader) } ?? []
-        return budget
+        return limit == nil ? nil : budget
     }
 
     static func readBudgetActions(_ node: YAMLNode, path: String, reader: inout SchemaReader) -> [BudgetAction] {

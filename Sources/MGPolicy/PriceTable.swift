@@ -49,12 +49,27 @@ public struct PriceTable: Sendable {
         self.file = file
     }
 
+    /// Returns the model's price. Policy entries may price a model the table lacks
+    /// or raise a price, but never lower one: every part of the price is the
+    /// highest that the table and any matching entry give, because one layer
+    /// must not be able to make another layer's dollar limits cheaper to pass.
     public func price(for model: String) -> ModelPrice? {
-        // Several layers may price the same model; the most expensive entry is the safe one.
-        let overriding = overrides.isEmpty ? [] : overrides.filter { Rule(action: $0.glob).matches(model) }.map(\.price)
-        if let highest = overriding.max(by: { ($0.outputPerToken, $0.inputPerToken, $0.perCall) < ($1.outputPerToken, $1.inputPerToken, $1.perCall) }) {
-            return highest
+        var candidates = overrides.isEmpty ? [] : overrides.filter { Rule(action: $0.glob).matches(model) }.map(\.price)
+        if let listed = listedPrice(for: model) { candidates.append(listed) }
+        guard var highest = candidates.first else { return nil }
+        for price in candidates.dropFirst() {
+            highest.inputPerToken = max(highest.inputPerToken, price.inputPerToken)
+            highest.outputPerToken = max(highest.outputPerToken, price.outputPerToken)
+            highest.cachedInputPerToken = max(highest.cachedInputPerToken, price.cachedInputPerToken)
+            highest.cacheWritePerToken = max(highest.cacheWritePerToken, price.cacheWritePerToken)
+            highest.perCall = max(highest.perCall, price.perCall)
         }
+        // The table's output limit is the provider's; a policy entry only fills it in for unlisted models.
+        if let listed = listedPrice(for: model) { highest.maxOutputTokens = listed.maxOutputTokens }
+        return highest
+    }
+
+    private func listedPrice(for model: String) -> ModelPrice? {
         if let exact = models[model] { return exact }
         for (id, price) in models where model.hasPrefix(id + "-") {
             if PriceTable.isSnapshotSuffix(model.dropFirst(id.count + 1)) { return price }
@@ -121,7 +136,7 @@ public struct PriceTable: Sendable {
         let keys = ["input_per_mtok", "output_per_mtok", "cached_input_per_mtok", "cache_write_per_mtok", "max_output_tokens", "per_call"]
         guard let fields = reader.mapping(node, path: path, supported: keys) else { return nil }
         let perCall = fields["per_call"].flatMap { reader.dollars($0, path: "\(path).per_call") }
-        guard fields["input_per_mtok"] != nil || perCall != nil else {
+        guard fields["input_per_mtok"] != nil || fields["per_call"] != nil else {
             reader.fail(node, path, "missing key 'input_per_mtok'; give it, or per_call for a flat fee per call")
             return nil
         }

@@ -2,7 +2,6 @@ import Foundation
 import MGGovernor
 import MGLog
 import MGPolicy
-import Synchronization
 
 /// The upstream server that receives one provider's calls.
 public struct Upstream: Sendable {
@@ -46,9 +45,13 @@ public struct ProxyConfiguration: Sendable {
 /// forwards streams event by event, settles on the reported usage and audits
 /// every call.
 public final class MeteringProxy: HTTPHandler {
-    /// Conclusion replies given after a task ceiling is spent before the run is stopped anyway,
-    /// so an agent that ignores the message cannot loop on free replies forever.
+    /// Conclusion replies given after a task ceiling is spent, or after require_conclusion_after,
+    /// before the run is stopped anyway, so an agent that ignores the message cannot loop on free
+    /// replies forever. Replies within the grace period after the first do not count toward the stop,
+    /// because a concurrent agent's calls already in flight get them too.
+    /// NOTE: 3 replies and 10 s are judgement calls, not measured on real agents.
     static let conclusionsBeforeStop = 3
+    static let conclusionGraceSeconds = 10.0
 
     let configuration: ProxyConfiguration
     let governor: Governor
@@ -56,7 +59,7 @@ public final class MeteringProxy: HTTPHandler {
     let logger: Logger
     let onStop: @Sendable (String) -> Void
     let curl = CurlPool()
-    private let conclusionsAfterCeiling = Atomic<Int>(0)
+    private let conclusions = Locked<(first: Date?, countedAfterGrace: Int)>((nil, 0))
 
     public init(configuration: ProxyConfiguration, governor: Governor, audit: AuditLog?, logger: Logger, onStop: @escaping @Sendable (String) -> Void) {
         self.configuration = configuration
@@ -184,9 +187,8 @@ public final class MeteringProxy: HTTPHandler {
         if concludes {
             governor.recordConclusion()
             record(AuditRecord(action: call.modelAction, model: call.model, decision: "conclude", reason: refusal.message), status: 200, started: started)
-            if let stopReason = refusal.stopReason,
-               conclusionsAfterCeiling.add(1, ordering: .relaxed).newValue > MeteringProxy.conclusionsBeforeStop {
-                stop(stopReason, because: "the agent kept calling after \(MeteringProxy.conclusionsBeforeStop) conclusion replies")
+            if let stopReason = refusal.stopReason, ignoresConclusions() {
+                stop(stopReason, because: "the agent kept calling more than \(Int(MeteringProxy.conclusionGraceSeconds))s after its first conclusion reply")
             }
             return Conclusion.response(for: call, text: configuration.onLimitExceeded.messageToAgent)
         }
@@ -196,6 +198,20 @@ public final class MeteringProxy: HTTPHandler {
             stop(stopReason, because: refusal.message)
         }
         return response
+    }
+
+    /// Counts one more conclusion reply that must end the run; returns true once the agent has plainly ignored them.
+    private func ignoresConclusions() -> Bool {
+        conclusions.withLock { state in
+            let now = Date()
+            guard let first = state.first else {
+                state.first = now
+                return false
+            }
+            guard now.timeIntervalSince(first) > MeteringProxy.conclusionGraceSeconds else { return false }
+            state.countedAfterGrace += 1
+            return state.countedAfterGrace >= MeteringProxy.conclusionsBeforeStop
+        }
     }
 
     private func stop(_ reason: String, because detail: String) {

@@ -176,13 +176,23 @@ public final class SimulatedProvider: HTTPHandler {
         guard json["stream"] as? Bool == true else {
             return .json(200, response(status, output: [item]))
         }
-        var events: [[String: Any]] = [["type": "response.created", "response": response("in_progress", output: [])]]
+        var openItem = item
+        openItem["status"] = "in_progress"
+        openItem["content"] = [Any]()
+        var events: [[String: Any]] = [
+            ["type": "response.created", "response": response("in_progress", output: [])],
+            ["type": "response.output_item.added", "output_index": 0, "item": openItem],
+            ["type": "response.content_part.added", "item_id": "msg_\(id)", "output_index": 0, "content_index": 0,
+             "part": ["type": "output_text", "text": "", "annotations": [Any]()]],
+        ]
         for start in stride(from: 0, to: reply.words.count, by: 8) {
             let piece = reply.words[start..<min(start + 8, reply.words.count)].joined(separator: " ")
             events.append(["type": "response.output_text.delta", "item_id": "msg_\(id)", "output_index": 0, "content_index": 0,
                            "delta": (start == 0 ? "" : " ") + piece])
         }
         events.append(["type": "response.output_text.done", "item_id": "msg_\(id)", "output_index": 0, "content_index": 0, "text": text])
+        events.append(["type": "response.content_part.done", "item_id": "msg_\(id)", "output_index": 0, "content_index": 0, "part": part])
+        events.append(["type": "response.output_item.done", "output_index": 0, "item": item])
         events.append(["type": "response.\(status)", "response": response(status, output: [item])])
         let lines = events.enumerated().map { index, event -> String in
             var numbered = event

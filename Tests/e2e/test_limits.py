@@ -293,3 +293,44 @@ budget:
     assert [line["action"] for line in alerts] == ["budget:warning", "budget:critical"]
     assert "notify_ops" in alerts[0]["reason"]
     assert "budget threshold reached; notifying operators" in result.stderr
+
+
+CONCLUSION_AGENT = """
+import concurrent.futures, time, openai
+client = openai.OpenAI(max_retries=0)
+obey = OBEY
+def worker(index):
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        reply = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "work %d" % index}])
+        if obey and reply.choices[0].message.content == "Finish now.":
+            return
+        time.sleep(0.2)
+with concurrent.futures.ThreadPoolExecutor(6) as pool:
+    list(pool.map(worker, range(6)))
+print("done")
+"""
+
+CONCLUSION_POLICY = """
+rules:
+  - action: "llm:*"
+    behavioral_limits: {require_conclusion_after: 4}
+on_limit_exceeded: {action: deny, message_to_agent: "Finish now."}
+"""
+
+
+def test_obedient_concurrent_agent_not_stopped(tmp_path):
+    result = run_mg(tmp_path, CONCLUSION_POLICY, CONCLUSION_AGENT.replace("OBEY", "True"), "--upstream", "simulate",
+                    "--simulate-latency-ms", "300")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "done"
+    assert result.summary["outcome"] == "completed"
+    assert [line["decision"] for line in result.audit].count("allow") == 4
+
+
+def test_agent_ignoring_conclusions_is_stopped(tmp_path):
+    result = run_mg(tmp_path, CONCLUSION_POLICY, CONCLUSION_AGENT.replace("OBEY", "False"), "--upstream", "simulate",
+                    "--kill-grace", "1")
+    assert result.returncode == 125
+    assert result.summary["stop_reason"] == "behavioral_limits:require_conclusion_after"
+    assert 10 <= result.summary["duration_s"] < 20

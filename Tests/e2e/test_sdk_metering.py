@@ -111,6 +111,10 @@ for event in client.responses.create(model="gpt-4.1", input=[{"role": "user", "c
     if event.type in ("response.completed", "response.incomplete"):
         final = event.response
 seen.append([final.usage.input_tokens, final.usage.output_tokens, len(final.output_text) > 0])
+# The SDK's stream helper checks the order of item and content events.
+with client.responses.stream(model="gpt-4.1", input="through the stream helper") as stream:
+    helped = stream.get_final_response()
+seen.append([helped.usage.input_tokens, helped.usage.output_tokens, len(helped.output_text) > 0])
 print(json.dumps(seen))
 """
 
@@ -121,8 +125,8 @@ def test_responses_api_usage_matches_audit(tmp_path):
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     assert all(text for _, _, text in seen)
     calls = [line for line in result.audit if line["decision"] == "allow"]
-    assert len(calls) == 2
-    assert_audit_matches(calls, [[prompt, completion] for prompt, completion, _ in seen], ["gpt-4.1", "gpt-4.1"])
+    assert len(calls) == 3
+    assert_audit_matches(calls, [[prompt, completion] for prompt, completion, _ in seen], ["gpt-4.1"] * 3)
     assert "estimated" not in calls[1]
 
 
