@@ -200,13 +200,13 @@ public final class Governor: Sendable {
         }
     }
 
-    /// The budget actions in force for a layer: those of every threshold its spend has reached.
+    /// Returns the budget actions in force for a layer: those of every threshold its spend has reached.
     private func activeBudgetActions(layer: Int, state: State) -> [BudgetAction] {
         guard let budget = layers[layer].budget, let spend = state.budgets[layer] else { return [] }
         return (spend.warningReached ? budget.onWarning : []) + (spend.criticalReached ? budget.onCritical : [])
     }
 
-    /// The factor `reduce_rate_limits_by` applies to a layer's count limits, 1 when none is in force.
+    /// Returns the factor `reduce_rate_limits_by` applies to a layer's count limits, 1 when none is in force.
     private func countLimitFactor(layer: Int, state: State) -> Double {
         activeBudgetActions(layer: layer, state: state).reduce(1.0) { factor, action in
             if case .reduceRateLimitsBy(let percent) = action { return factor * (1 - Double(percent) / 100) }
@@ -294,7 +294,10 @@ public final class Governor: Sendable {
         let inputCost = USD(picodollars: Int64(call.inputTokensBound) * price.inputPerToken + price.perCall)
         // A price without an output limit (an unknown model allowed for free) leaves the client's cap alone.
         let unknownLimit = Int(Int32.max)
-        let modelLimit = call.producesOutput ? (price.maxOutputTokens > 0 ? price.maxOutputTokens : unknownLimit) : 0
+        var modelLimit = 0
+        if call.producesOutput {
+            modelLimit = price.maxOutputTokens > 0 ? price.maxOutputTokens : unknownLimit
+        }
         var outputCap = min(call.requestedOutputTokens ?? modelLimit, modelLimit)
         let minimumOutput = min(call.requestedOutputTokens ?? Governor.minimumOutputTokens, Governor.minimumOutputTokens, modelLimit)
         var worst: Refusal?

@@ -157,7 +157,7 @@ public struct OnLimitExceeded: Sendable {
     }
 }
 
-/// What a budget threshold does once the day's spend reaches it.
+/// An action a budget threshold takes once the day's spend reaches it.
 public enum BudgetAction: Sendable, Equatable {
     /// Deny actions of rules not marked `essential`; with none marked, only `llm:*` stays allowed.
     case pauseNonEssential
@@ -199,7 +199,7 @@ public struct Policy: Sendable {
     /// It does not allow anything; rules still decide what is allowed.
     public var globalRule: Rule?
     public var budget: Budget?
-    /// `unknown_model`: true for `allow_free`, false for `deny`, nil when the layer does not say.
+    /// `unknown_model`: true for `allow_free`, false for `deny`, nil when the layer does not set it.
     public var unknownModelAllowFree: Bool?
     /// `prices:` entries by model glob, overriding the price table.
     public var priceOverrides: [(glob: String, price: ModelPrice)] = []

@@ -50,9 +50,9 @@ public struct PriceTable: Sendable {
     }
 
     /// Returns the model's price. Policy entries may price a model the table lacks
-    /// or raise a price, but never lower one: every part of the price is the
-    /// highest that the table and any matching entry give, because one layer
-    /// must not be able to make another layer's dollar limits cheaper to pass.
+    /// or raise a price, but never lower one. Every part of the price is the
+    /// highest that the table and any matching entry give, so one layer cannot
+    /// make another layer's dollar limits cheaper to pass.
     public func price(for model: String) -> ModelPrice? {
         var candidates = overrides.isEmpty ? [] : overrides.filter { Rule(action: $0.glob).matches(model) }.map(\.price)
         if let listed = listedPrice(for: model) { candidates.append(listed) }

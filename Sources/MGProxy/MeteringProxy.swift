@@ -287,7 +287,7 @@ public final class MeteringProxy: HTTPHandler {
         }
     }
 
-    /// Logs and audits a budget threshold, and stops the run when the threshold says kill.
+    /// Logs and audits a budget threshold, and stops the run when the threshold's actions include kill.
     private func handle(_ event: BudgetEvent) {
         let names = event.actions.map { action -> String in
             switch action {

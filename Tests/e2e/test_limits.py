@@ -206,7 +206,7 @@ on_limit_exceeded: {action: graceful_conclude, message_to_agent: "Wrap up."}
 
 
 class FailingUpstream:
-    """An OpenAI-shaped upstream on loopback that answers every call with a 500 and counts them."""
+    """An OpenAI-shaped upstream on loopback that fails every call with a 500 and counts them."""
 
     def __init__(self):
         import http.server
