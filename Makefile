@@ -40,9 +40,9 @@ build: deps
 
 # A runaway research agent, stopped by mg-run at its cost ceiling; no key needed.
 demo: build venv
-	@rm -f .build/demo-summary.json .build/demo-audit.jsonl
+	@rm -f .build/demo-summary.json .build/demo-audit.jsonl .build/demo-ledger.sqlite*
 	@$(MG_RUN) --policy profiles/basic.yaml --upstream simulate --simulate-latency-ms 150 \
-	  --summary .build/demo-summary.json --audit .build/demo-audit.jsonl \
+	  --summary .build/demo-summary.json --audit .build/demo-audit.jsonl --ledger .build/demo-ledger.sqlite \
 	  -- $(PYTHON) examples/runaway_research.py; \
 	  status=$$?; echo "--- mg-run exit status $$status (125 means mg-run stopped the agent at a policy limit)"; \
 	  echo "--- summary (.build/demo-summary.json); audit log: .build/demo-audit.jsonl"; \

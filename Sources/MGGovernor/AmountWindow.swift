@@ -60,6 +60,11 @@ struct AmountWindow {
         }
     }
 
+    /// The live entries' times and amounts, to merge with other runs' calls.
+    var entries: [(time: Double, amount: Int64)] {
+        storage[start...].map { ($0.time, $0.amount) }
+    }
+
     mutating func append(time: Double, id: UInt64, amount: Int64) {
         storage.append(Entry(time: time, id: id, amount: amount))
         total += amount

@@ -58,6 +58,16 @@ public struct Refusal: Sendable, Error {
 public enum Decision: Sendable {
     case admit(Admission)
     case refuse(Refusal)
+
+    public var admission: Admission? {
+        if case .admit(let admission) = self { return admission }
+        return nil
+    }
+
+    public var refusal: Refusal? {
+        if case .refuse(let refusal) = self { return refusal }
+        return nil
+    }
 }
 
 /// Run totals, for the summary.

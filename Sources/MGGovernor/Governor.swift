@@ -56,6 +56,7 @@ public final class Governor: Sendable {
     private struct Reservation {
         var rules: [RuleKey]
         var cost: USD
+        var tokens: Int64
         var price: ModelPrice
         var producesOutput: Bool
         var fingerprint: UInt64
@@ -76,13 +77,23 @@ public final class Governor: Sendable {
         var totals = Totals()
         var budgets: [Int: BudgetState] = [:]  // by layer index
         var budgetEvents: [BudgetEvent] = []
+        /// Other runs' calls of this agent from the ledger: by rule, and all of them for budgets.
+        var shared: [RuleKey: SharedWindow] = [:]
+        var sharedAll = SharedWindow()
     }
+
+    /// How far back the ledger's calls of other runs matter: the longest window is a day.
+    static let sharedHorizon = 86_400.0 + 60
 
     /// Whether any rule limits retries, so callers know to compute request fingerprints.
     public let tracksRetries: Bool
 
-    public init(layers: [Policy], time: any TimeSource = SystemTimeSource()) {
+    private let ledger: (any SharedLedger)?
+
+    /// With a ledger, every window, task limit and budget also counts the calls of the agent's other runs.
+    public init(layers: [Policy], time: any TimeSource = SystemTimeSource(), ledger: (any SharedLedger)? = nil) {
         self.layers = layers
+        self.ledger = ledger
         self.tracksRetries = layers.contains { layer in
             (layer.rules + (layer.globalRule.map { [$0] } ?? [])).contains { $0.rateLimit.maxRetries != nil || $0.rateLimit.retryDelaySeconds != nil }
         }
@@ -96,7 +107,7 @@ public final class Governor: Sendable {
     /// `countsDenial` is false for a queued call's retries, so that one call counts as at most one denial.
     public func admit(_ call: CallDescriptor, countsDenial: Bool = true) -> Decision {
         let now = time.now()
-        return state.withLock { state -> Decision in
+        func decideLocked(_ state: inout State) -> Decision {
             let decision = decide(call, now: now, state: &state)
             if case .refuse = decision, countsDenial {
                 state.totals.denied += 1
@@ -104,13 +115,46 @@ public final class Governor: Sendable {
             }
             return decision
         }
+        guard let ledger else { return state.withLock { decideLocked(&$0) } }
+        var decision = Decision.refuse(Refusal(kind: .forbidden, limit: "ledger", message: "the ledger did not run the decision"))
+        do {
+            try ledger.admitting(since: now - Governor.sharedHorizon) { calls -> LedgerReservation? in
+                state.withLock { state -> LedgerReservation? in
+                    if let calls { loadShared(calls, state: &state) }
+                    decision = decideLocked(&state)
+                    guard case .admit(let admission) = decision, let reservation = state.reservations[admission.id] else { return nil }
+                    return LedgerReservation(id: admission.id, time: now, actions: call.actions, model: call.model,
+                                             tokens: reservation.tokens, cost: reservation.cost)
+                }
+            }
+        } catch {
+            if case .admit(let admission) = decision { giveBack(admission.id, now: now, failed: false) }
+            return .refuse(Refusal(kind: .window(retryAfterSeconds: 5), limit: "ledger",
+                                   message: "\(call.actions[0]) denied: \(error.message); retry in 5s"))
+        }
+        return decision
+    }
+
+    /// Replaces the other runs' calls by a fresh read of the ledger.
+    private func loadShared(_ calls: [SharedCall], state: inout State) {
+        state.sharedAll = SharedWindow(calls: calls)
+        state.shared = [:]
+        guard !calls.isEmpty else { return }
+        for (layerIndex, layer) in layers.enumerated() {
+            if let global = layer.globalRule {
+                state.shared[RuleKey(layer: layerIndex, rule: -1)] = SharedWindow(calls: calls.filter { $0.actions.contains(where: global.matches) })
+            }
+            for (ruleIndex, rule) in layer.rules.enumerated() {
+                state.shared[RuleKey(layer: layerIndex, rule: ruleIndex)] = SharedWindow(calls: calls.filter { $0.actions.contains(where: rule.matches) })
+            }
+        }
     }
 
     /// Replaces the call's reservation by the cost of what the provider reported, and returns that cost.
     @discardableResult
     public func settle(_ id: UInt64, usage: Usage) -> USD {
-        state.withLock { state -> USD in
-            guard let reservation = state.reservations.removeValue(forKey: id) else { return .zero }
+        let settled = state.withLock { state -> USD? in
+            guard let reservation = state.reservations.removeValue(forKey: id) else { return nil }
             let cost = Pricing.cost(of: usage, at: reservation.price)
             for key in reservation.rules {
                 state.rules[key, default: RuleState()].reserved -= reservation.cost
@@ -132,22 +176,32 @@ public final class Governor: Sendable {
             state.totals.outputTokens += usage.outputTokens
             return cost
         }
+        guard let settled else { return .zero }
+        ledger?.settled(id: id, cost: settled, usage: usage)
+        return settled
     }
 
     /// Gives back a reservation, its window slots and its task count, for a call the provider did not bill.
     /// The call counts as a failed attempt for the retry limits.
     public func release(_ id: UInt64) {
-        let now = time.now()
-        state.withLock { state in
-            guard let reservation = state.reservations.removeValue(forKey: id) else { return }
+        if giveBack(id, now: time.now(), failed: true) { ledger?.released(id: id) }
+    }
+
+    /// Undoes an admission; `failed` counts it as a failed attempt for the retry limits. Returns false for an unknown id.
+    @discardableResult
+    private func giveBack(_ id: UInt64, now: Double, failed: Bool) -> Bool {
+        state.withLock { state -> Bool in
+            guard let reservation = state.reservations.removeValue(forKey: id) else { return false }
             for key in reservation.rules {
                 // Mutated in place, so the window array is not copied.
                 state.rules[key]?.reserved -= reservation.cost
                 state.rules[key]?.inFlight -= 1
                 state.rules[key]?.taskCalls -= 1
-                state.rules[key]?.consecutiveFailures += 1
-                let previous = state.rules[key]?.failures[reservation.fingerprint]?.count ?? 0
-                state.rules[key]?.failures[reservation.fingerprint] = (previous + 1, now)
+                if failed {
+                    state.rules[key]?.consecutiveFailures += 1
+                    let previous = state.rules[key]?.failures[reservation.fingerprint]?.count ?? 0
+                    state.rules[key]?.failures[reservation.fingerprint] = (previous + 1, now)
+                }
                 if reservation.producesOutput { state.rules[key]?.completionCalls -= 1 }
                 state.rules[key]?.window.remove(id: id)
                 for index in state.rules[key]?.amounts.indices ?? 0..<0 {
@@ -160,6 +214,7 @@ public final class Governor: Sendable {
             state.totals.reserved -= reservation.cost
             state.totals.inFlight -= 1
             state.totals.calls -= 1
+            return true
         }
     }
 
@@ -179,17 +234,25 @@ public final class Governor: Sendable {
             guard let budget = layer.budget, var spend = state.budgets[layerIndex] else { continue }
             spend.reserved -= reservation.cost
             spend.spent += cost
-            let percent = budget.dailyLimit.picodollars > 0 ? Double(spend.spent.picodollars) * 100 / Double(budget.dailyLimit.picodollars) : 100
+            let spentToday = spend.spent + sharedSpendToday(day: spend.day, state: state).settled
+            let percent = budget.dailyLimit.picodollars > 0 ? Double(spentToday.picodollars) * 100 / Double(budget.dailyLimit.picodollars) : 100
             if let threshold = budget.warningPercent, !spend.warningReached, percent >= Double(threshold) {
                 spend.warningReached = true
-                state.budgetEvents.append(BudgetEvent(file: layer.file, level: "warning", percent: threshold, spent: spend.spent, actions: budget.onWarning))
+                state.budgetEvents.append(BudgetEvent(file: layer.file, level: "warning", percent: threshold, spent: spentToday, actions: budget.onWarning))
             }
             if let threshold = budget.criticalPercent, !spend.criticalReached, percent >= Double(threshold) {
                 spend.criticalReached = true
-                state.budgetEvents.append(BudgetEvent(file: layer.file, level: "critical", percent: threshold, spent: spend.spent, actions: budget.onCritical))
+                state.budgetEvents.append(BudgetEvent(file: layer.file, level: "critical", percent: threshold, spent: spentToday, actions: budget.onCritical))
             }
             state.budgets[layerIndex] = spend
         }
+    }
+
+    /// Other runs' spend since the start of a budget day, settled and still reserved.
+    private func sharedSpendToday(day: Int, state: State) -> (settled: USD, reserved: USD) {
+        guard !state.sharedAll.isEmpty else { return (.zero, .zero) }
+        let (total, reserved) = state.sharedAll.total(.picodollars, after: (Double(day) * 86_400).nextDown)
+        return (USD(picodollars: total - reserved), USD(picodollars: reserved))
     }
 
     /// Returns and clears the budget thresholds reached since the last call, oldest first.
@@ -316,8 +379,11 @@ public final class Governor: Sendable {
         }
 
         for (layerIndex, layer) in layers.enumerated() {
-            guard let budget = layer.budget, let spend = state.budgets[layerIndex] else { continue }
+            guard let budget = layer.budget, var spend = state.budgets[layerIndex] else { continue }
             let path = "budget.daily_limit_usd"
+            let shared = sharedSpendToday(day: spend.day, state: state)
+            spend.spent += shared.settled
+            spend.reserved += shared.reserved
             if let affordable = affordableOutput(budget.dailyLimit - spend.spent - spend.reserved), affordable >= minimumOutput {
                 outputCap = min(outputCap, affordable)
             } else if let affordable = affordableOutput(budget.dailyLimit - spend.spent), affordable >= minimumOutput {
@@ -341,9 +407,15 @@ public final class Governor: Sendable {
             for index in state.rules[key]!.amounts.indices {
                 state.rules[key]!.amounts[index].prune(now: now)
             }
-            let ruleState = state.rules[key]!
+            var ruleState = state.rules[key]!
+            let shared = state.shared[key] ?? SharedWindow()
+            // Other runs of the same task count toward the task limits.
+            ruleState.taskCalls += shared.taskCalls
+            ruleState.settled += shared.taskSettled
+            ruleState.reserved += shared.taskReserved
             let limits = rule.rateLimit
             for window in ruleState.amounts {
+                let (sharedTotal, sharedReserved) = shared.total(window.measure, after: now - window.length)
                 let needed: Int64
                 // Output tokens that fit in `remaining`, or nil when the input alone does not.
                 func affordable(_ remaining: Int64) -> Int? {
@@ -360,13 +432,15 @@ public final class Governor: Sendable {
                 case .tokens: needed = Int64(call.inputTokensBound + minimumOutput * call.choices)
                 case .picodollars: needed = inputCost.picodollars + Int64(minimumOutput) * perOutputToken
                 }
-                if let fits = affordable(window.remaining), fits >= minimumOutput {
+                if let fits = affordable(window.remaining - sharedTotal), fits >= minimumOutput {
                     if call.producesOutput { outputCap = min(outputCap, fits) }
-                } else if let fits = affordable(window.remainingAfterInFlight), fits >= minimumOutput {
+                } else if let fits = affordable(window.remainingAfterInFlight - (sharedTotal - sharedReserved)), fits >= minimumOutput {
                     // It would fit once the calls in flight settle below their reservations.
                     refuse(Refusal(kind: .window(retryAfterSeconds: 1), limit: window.key,
                                    message: "\(call.actions[0]) denied: \(window.key) (\(window.describe(window.limit))) is reserved by calls in flight at \(rule.position); retry in 1s"))
-                } else if let wait = window.secondsUntilFits(needed, now: now) {
+                } else if let wait = shared.isEmpty ? window.secondsUntilFits(needed, now: now)
+                            : secondsUntilFits(needed, limit: window.limit, entries: window.entries + shared.entries(window.measure, after: now - window.length),
+                                               length: window.length, now: now) {
                     refuse(Refusal(kind: .window(retryAfterSeconds: wait), limit: window.key,
                                    message: "\(call.actions[0]) denied: \(window.key) (\(window.describe(window.limit))) is used up at \(rule.position); retry in \(formatSeconds(wait))"))
                 } else {
@@ -376,8 +450,15 @@ public final class Governor: Sendable {
             }
             for (unscaled, length, name) in limits.countWindows {
                 let limit = scaled(unscaled)
-                if ruleState.window.count(after: now - length) >= limit {
-                    let reopensAt = limit == 0 ? now + length : ruleState.window.reopeningEntryTime(after: now - length, limit: limit) + length
+                let sharedCount = shared.count(after: now - length)
+                if ruleState.window.count(after: now - length) + sharedCount >= limit {
+                    var reopensAt = now + length
+                    if limit > 0 && sharedCount == 0 {
+                        reopensAt = ruleState.window.reopeningEntryTime(after: now - length, limit: limit) + length
+                    } else if limit > 0 {
+                        let entries = ruleState.window.entries(after: now - length) + shared.entries(nil, after: now - length)
+                        reopensAt = now + (secondsUntilFits(1, limit: Int64(limit), entries: entries, length: length, now: now) ?? length)
+                    }
                     refuse(Refusal(
                         kind: .window(retryAfterSeconds: max(0.001, reopensAt - now)),
                         limit: "\(rule.limitsPath).\(name)",
@@ -386,7 +467,7 @@ public final class Governor: Sendable {
             }
             if let limit = limits.maxPerTask.map(scaled), ruleState.taskCalls >= limit {
                 let path = "\(rule.limitsPath).max_per_task"
-                if ruleState.taskCalls - ruleState.inFlight >= limit {
+                if ruleState.taskCalls - ruleState.inFlight >= limit && shared.taskReserved == .zero {
                     refuse(Refusal(kind: .quota, limit: path,
                                    message: "\(call.actions[0]) denied: \(path) (\(limit) calls) is used up for this task (\(rule.position))"))
                 } else {
@@ -519,7 +600,8 @@ public final class Governor: Sendable {
         for layerIndex in layers.indices where layers[layerIndex].budget != nil {
             state.budgets[layerIndex, default: BudgetState()].reserved += reservedCost
         }
-        state.reservations[id] = Reservation(rules: keys, cost: reservedCost, price: price, producesOutput: call.producesOutput,
+        state.reservations[id] = Reservation(rules: keys, cost: reservedCost, tokens: Int64(call.inputTokensBound + outputTokens * call.choices),
+                                             price: price, producesOutput: call.producesOutput,
                                                 fingerprint: call.fingerprint)
         state.totals.calls += 1
         state.totals.inFlight += 1

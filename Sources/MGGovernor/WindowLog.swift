@@ -26,6 +26,11 @@ struct WindowLog {
         return storage[first + inWindow - limit].time
     }
 
+    /// Admission times after `time`, each counting one call, to merge with other runs' calls.
+    func entries(after time: Double) -> [(time: Double, amount: Int64)] {
+        storage[firstIndex(after: time)...].map { ($0.time, 1) }
+    }
+
     mutating func append(time: Double, id: UInt64) {
         storage.append(Entry(time: time, id: id))
     }

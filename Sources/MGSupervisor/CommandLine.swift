@@ -31,7 +31,13 @@ public enum CommandLineInterface {
                               http://host:port/v1 for OpenAI, http://host:port for
                               Anthropic. Default: the real providers, with the
                               OPENAI_API_KEY / ANTHROPIC_API_KEY of mg-run's environment.
-      --task ID               task id for windows and the audit log (default: generated)
+      --task ID               task id for windows and the audit log (default: generated);
+                              runs given the same ID share their per-task limits
+      --agent-id ID           agent id (default: "default"); runs of one agent id share
+                              per-minute, per-hour and per-day windows and the daily budget
+      --ledger FILE           SQLite ledger of every call (default:
+                              $XDG_STATE_HOME/mg-run/ledger.sqlite or
+                              ~/.local/state/mg-run/ledger.sqlite)
       --summary FILE          write a JSON summary of the run to FILE
       --audit FILE            append one JSON line per call or decision to FILE
       --max-duration D        stop the run after D (90s, 30m, 8h)
@@ -39,8 +45,9 @@ public enum CommandLineInterface {
       --simulate-latency-ms N with --upstream simulate: delay before each response
       --simulate-event-delay-ms N  with --upstream simulate: delay between streamed events
 
-    Windows: max_per_day counts calls within this run only, because mg-run
-    keeps no ledger between runs yet.
+    Every call is recorded in the ledger before it is forwarded and settled
+    after it, so daily windows and budgets hold across runs, concurrent runs
+    and crashes of mg-run.
 
     Exit status: the command's own status when it ends by itself (128+N when
     killed by signal N); 124 when stopped at --max-duration; 125 when stopped by
@@ -103,6 +110,13 @@ public enum CommandLineInterface {
             case "--prices": options.pricesFile = try value(argument)
             case "--upstream": options.upstreams.append(try value(argument))
             case "--task": options.taskID = try value(argument)
+            case "--agent-id":
+                let text = try value(argument)
+                guard !text.isEmpty, text.utf8.count <= 200, !text.contains(where: { $0.isNewline }) else {
+                    throw RunError("invalid --agent-id '\(text)'; use a name of 1 to 200 characters on one line")
+                }
+                options.agentID = text
+            case "--ledger": options.ledgerPath = try value(argument)
             case "--summary": options.summaryPath = try value(argument)
             case "--audit": options.auditPath = try value(argument)
             case "--max-duration":

@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import MGGovernor
+import MGLedger
 import MGLog
 import MGPolicy
 import MGProxy
@@ -13,6 +14,10 @@ public struct RunOptions: Sendable {
     /// `simulate`, `openai=URL` or `anthropic=URL`.
     public var upstreams: [String] = []
     public var taskID: String?
+    /// The agent id that windows and budgets of the ledger are shared under.
+    public var agentID = "default"
+    /// The SQLite ledger; nil for the default location.
+    public var ledgerPath: String?
     public var summaryPath: String?
     public var auditPath: String?
     public var maxDurationSeconds: Double?
@@ -59,7 +64,7 @@ public final class Run: Sendable {
         self.options = options
         self.runID = randomHex(6)
         self.taskID = options.taskID ?? "task-\(randomHex(4))"
-        self.logger = logger.with([("run_id", runID), ("task_id", taskID)])
+        self.logger = logger.with([("run_id", runID), ("task_id", taskID), ("agent_id", options.agentID)])
     }
 
     /// Runs the command to its end and returns mg-run's exit status. Call it on
@@ -77,7 +82,13 @@ public final class Run: Sendable {
         let onLimitExceeded = try limitResponse(layers)
 
         let token = "mgr-" + randomHex(24)
-        let governor = Governor(layers: layers)
+        let ledger: Ledger
+        do {
+            ledger = try Ledger(path: options.ledgerPath ?? Ledger.defaultPath(), runID: runID, agentID: options.agentID, taskID: taskID, logger: logger)
+        } catch {
+            throw RunError("cannot open the \(error.description)")
+        }
+        let governor = Governor(layers: layers, ledger: ledger)
         var audit: AuditLog?
         if let path = options.auditPath {
             do {
@@ -136,6 +147,7 @@ public final class Run: Sendable {
             logger.warning("calls still in flight at exit; charging their reservations", [("calls", String(totals.inFlight))])
             totals.cost += totals.reserved
         }
+        ledger.finish(reason: reason ?? outcome, chargeReserved: true)
         let summary = Summary(runID: runID, taskID: taskID, outcome: outcome, stopReason: reason, exitStatus: exitStatus, totals: totals,
                               durationSeconds: Date().timeIntervalSince(started))
         if let path = options.summaryPath {

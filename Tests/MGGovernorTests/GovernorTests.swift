@@ -17,18 +17,6 @@ private func governor(_ rules: [Rule], defaultEffect: Effect = .deny, time: any 
 
 private func dollars(_ text: String) -> USD { USD(decimalText: text)! }
 
-extension Decision {
-    var admission: Admission? {
-        if case .admit(let admission) = self { return admission }
-        return nil
-    }
-
-    var refusal: Refusal? {
-        if case .refuse(let refusal) = self { return refusal }
-        return nil
-    }
-}
-
 @Suite struct GovernorRuleTests {
     @Test func defaultDenyWithoutMatchingRule() {
         let refusal = governor([Rule(action: "search:*")]).admit(call()).refusal

@@ -40,6 +40,15 @@ class Simulator:
         self.process.wait(timeout=10)
 
 
+@pytest.fixture(autouse=True)
+def private_ledger(tmp_path, monkeypatch):
+    """Each test gets its own default ledger, so runs of different tests never share daily windows."""
+    state = tmp_path / "state"
+    state.mkdir()
+    monkeypatch.setenv("XDG_STATE_HOME", str(state))
+    return state / "mg-run" / "ledger.sqlite"
+
+
 @pytest.fixture
 def simulator():
     sim = Simulator()

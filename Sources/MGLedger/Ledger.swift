@@ -1,0 +1,263 @@
+import Foundation
+import MGGovernor
+import MGLog
+import MGPolicy
+
+/// The durable record of every call, in SQLite, shared by every mg-run process on the machine.
+///
+/// Each admission runs in an IMMEDIATE transaction, which holds the
+/// database's write lock: the governor decides while no other process can
+/// admit, reads the calls of the agent's other runs, and its reservation is
+/// written before the lock is released. Settlements replace reservations.
+/// WAL mode with `synchronous=NORMAL` keeps every committed row through a
+/// crash of mg-run (the kernel holds the written pages); a power loss can lose
+/// the last commits.
+///
+/// A run that dies leaves reservations behind. The next process that opens
+/// the ledger, and every running one every few seconds, finds runs whose
+/// process is gone and marks their reservations released: a call that never
+/// settled is not spend.
+public final class Ledger: SharedLedger, @unchecked Sendable {
+    // The connection and statements are only used under `lock`.
+    public let path: String
+    public let runID: String
+    public let agentID: String
+    public let taskID: String
+    private let logger: Logger
+    private let lock = Locked(())
+    private let connection: SQLiteConnection
+    private let insertCall: Statement
+    private let settleCall: Statement
+    private let releaseCall: Statement
+    private let selectOthers: Statement
+    private let selectDataVersion: Statement
+    private var lastDataVersion: Int64 = -1
+    private var lastRecovery = 0.0
+
+    /// Seconds between checks for runs that died with reservations.
+    static let recoveryInterval = 5.0
+    static let schemaVersion = 1
+
+    /// Returns the default location: `$XDG_STATE_HOME/mg-run/ledger.sqlite`, else `~/.local/state/mg-run/ledger.sqlite`.
+    public static func defaultPath(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+        let base: String
+        if let state = environment["XDG_STATE_HOME"], state.hasPrefix("/") {
+            base = state
+        } else {
+            base = (environment["HOME"] ?? NSHomeDirectory()) + "/.local/state"
+        }
+        return base + "/mg-run/ledger.sqlite"
+    }
+
+    /// Opens or creates the ledger, registers this run and releases the reservations of runs that died.
+    public init(path: String, runID: String, agentID: String, taskID: String, logger: Logger = Logger()) throws(LedgerError) {
+        self.path = path
+        self.runID = runID
+        self.agentID = agentID
+        self.taskID = taskID
+        self.logger = logger
+        let directory = (path as NSString).deletingLastPathComponent
+        if !directory.isEmpty && !FileManager.default.fileExists(atPath: directory) {
+            do {
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            } catch {
+                throw LedgerError(path: path, message: "cannot create its directory: \(error.localizedDescription); pass --ledger PATH in a writable directory")
+            }
+        }
+
+        let connection = try SQLiteConnection(path: path)
+        self.connection = connection
+        try connection.execute("PRAGMA journal_mode=WAL")
+        try connection.execute("PRAGMA synchronous=NORMAL")
+
+        try connection.transaction { () throws(LedgerError) in
+            try connection.execute("""
+                CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                CREATE TABLE IF NOT EXISTS runs (
+                    run_id TEXT PRIMARY KEY,
+                    agent_id TEXT NOT NULL,
+                    task_id TEXT NOT NULL,
+                    pid INTEGER NOT NULL,
+                    process_start TEXT NOT NULL,
+                    started_at REAL NOT NULL,
+                    ended_at REAL,
+                    end_reason TEXT
+                );
+                CREATE TABLE IF NOT EXISTS calls (
+                    run_id TEXT NOT NULL,
+                    call_id INTEGER NOT NULL,
+                    agent_id TEXT NOT NULL,
+                    task_id TEXT NOT NULL,
+                    admitted_at REAL NOT NULL,
+                    actions TEXT NOT NULL,
+                    model TEXT NOT NULL,
+                    state TEXT NOT NULL CHECK (state IN ('reserved', 'settled', 'released')),
+                    reserved_tokens INTEGER NOT NULL,
+                    reserved_picodollars INTEGER NOT NULL,
+                    input_tokens INTEGER,
+                    cache_read_tokens INTEGER,
+                    cache_write_tokens INTEGER,
+                    output_tokens INTEGER,
+                    cost_picodollars INTEGER,
+                    estimated INTEGER,
+                    settled_at REAL,
+                    PRIMARY KEY (run_id, call_id)
+                );
+                CREATE INDEX IF NOT EXISTS calls_by_agent ON calls (agent_id, admitted_at);
+                CREATE INDEX IF NOT EXISTS calls_reserved ON calls (state) WHERE state = 'reserved';
+                """)
+            var version: Int64?
+            try connection.prepare("SELECT value FROM meta WHERE key = 'schema_version'").run([]) { version = Int64($0.text(0)) }
+            if let version, version != Int64(Ledger.schemaVersion) {
+                throw LedgerError(path: path, message: "has schema version \(version), this mg-run writes version \(Ledger.schemaVersion); use a newer mg-run or another --ledger file")
+            }
+            try connection.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '\(Ledger.schemaVersion)')")
+            try connection.prepare("INSERT INTO runs (run_id, agent_id, task_id, pid, process_start, started_at) VALUES (?, ?, ?, ?, ?, ?)")
+                .run([.text(runID), .text(agentID), .text(taskID), .integer(Int64(getpid())), .text(ProcessIdentity.current()),
+                      .real(Date().timeIntervalSince1970)])
+        }
+
+        insertCall = try connection.prepare("""
+            INSERT INTO calls (run_id, call_id, agent_id, task_id, admitted_at, actions, model, state, reserved_tokens, reserved_picodollars)
+            VALUES (?, ?, ?, ?, ?, ?, ?, 'reserved', ?, ?)
+            """)
+        settleCall = try connection.prepare("""
+            UPDATE calls SET state = 'settled', input_tokens = ?, cache_read_tokens = ?, cache_write_tokens = ?, output_tokens = ?,
+                cost_picodollars = ?, estimated = ?, settled_at = ?
+            WHERE run_id = ? AND call_id = ? AND state = 'reserved'
+            """)
+        releaseCall = try connection.prepare("UPDATE calls SET state = 'released', settled_at = ? WHERE run_id = ? AND call_id = ? AND state = 'reserved'")
+        selectOthers = try connection.prepare("""
+            SELECT admitted_at, actions, task_id, state, reserved_tokens, reserved_picodollars,
+                   coalesce(input_tokens, 0) + coalesce(cache_read_tokens, 0) + coalesce(cache_write_tokens, 0) + coalesce(output_tokens, 0),
+                   coalesce(cost_picodollars, 0)
+            FROM calls WHERE agent_id = ? AND admitted_at > ? AND state != 'released' AND run_id != ?
+            ORDER BY admitted_at
+            """)
+        selectDataVersion = try connection.prepare("PRAGMA data_version")
+        try lock.withLock { _ throws(LedgerError) in try recoverDeadRuns(now: Date().timeIntervalSince1970) }
+    }
+
+    // MARK: - SharedLedger
+
+    public func admitting(since: Double, _ decide: ([SharedCall]?) -> LedgerReservation?) throws(LedgerFailure) {
+        do {
+            try lock.withLock { _ throws(LedgerError) in
+                try connection.transaction { () throws(LedgerError) in
+                    let now = Date().timeIntervalSince1970
+                    var changed = false
+                    if now - lastRecovery >= Ledger.recoveryInterval {
+                        changed = try recoverDeadRuns(now: now)
+                    }
+                    var version: Int64 = 0
+                    try selectDataVersion.run([]) { version = $0.integer(0) }
+                    var others: [SharedCall]?
+                    if version != lastDataVersion || changed {
+                        lastDataVersion = version
+                        others = try readOthers(since: since)
+                    }
+                    guard let reservation = decide(others) else { return }
+                    try insertCall.run([
+                        .text(runID), .integer(Int64(bitPattern: reservation.id)), .text(agentID), .text(taskID), .real(reservation.time),
+                        .text(reservation.actions.joined(separator: "\n")), .text(reservation.model),
+                        .integer(reservation.tokens), .integer(reservation.cost.picodollars),
+                    ])
+                }
+            }
+        } catch {
+            logger.error("ledger write failed", [("ledger", path), ("error", error.message)])
+            throw LedgerFailure(message: "the ledger at \(path) cannot record the call (\(error.message))")
+        }
+    }
+
+    public func settled(id: UInt64, cost: USD, usage: Usage) {
+        write("settle") { () throws(LedgerError) in
+            try settleCall.run([
+                .integer(Int64(usage.uncachedInputTokens)), .integer(Int64(usage.cacheReadTokens)), .integer(Int64(usage.cacheWriteTokens)),
+                .integer(Int64(usage.outputTokens)), .integer(cost.picodollars), .integer(usage.estimated ? 1 : 0),
+                .real(Date().timeIntervalSince1970), .text(runID), .integer(Int64(bitPattern: id)),
+            ])
+        }
+    }
+
+    public func released(id: UInt64) {
+        write("release") { () throws(LedgerError) in
+            try releaseCall.run([.real(Date().timeIntervalSince1970), .text(runID), .integer(Int64(bitPattern: id))])
+        }
+    }
+
+    /// Marks the run ended. Calls still reserved are charged their reservation with `chargeReserved`
+    /// (streams still running when mg-run exits), else released.
+    public func finish(reason: String, chargeReserved: Bool) {
+        write("finish") { () throws(LedgerError) in
+            try connection.transaction { () throws(LedgerError) in
+                let now = Date().timeIntervalSince1970
+                let sql = chargeReserved
+                    ? "UPDATE calls SET state = 'settled', cost_picodollars = reserved_picodollars, estimated = 1, settled_at = ? WHERE run_id = ? AND state = 'reserved'"
+                    : "UPDATE calls SET state = 'released', settled_at = ? WHERE run_id = ? AND state = 'reserved'"
+                try connection.prepare(sql).run([.real(now), .text(runID)])
+                try connection.prepare("UPDATE runs SET ended_at = ?, end_reason = ? WHERE run_id = ?").run([.real(now), .text(reason), .text(runID)])
+            }
+        }
+    }
+
+    private func write(_ what: String, _ body: () throws(LedgerError) -> Void) {
+        do {
+            try lock.withLock { _ throws(LedgerError) in try body() }
+        } catch {
+            // The response is already sent; the call stays reserved in the ledger, which over-counts and never under-counts.
+            logger.error("ledger \(what) failed", [("ledger", path), ("error", error.message)])
+        }
+    }
+
+    private func readOthers(since: Double) throws(LedgerError) -> [SharedCall] {
+        var calls: [SharedCall] = []
+        try selectOthers.run([.text(agentID), .real(since), .text(runID)]) { row in
+            let settled = row.text(3) == "settled"
+            calls.append(SharedCall(
+                time: row.real(0), actions: row.text(1).split(separator: "\n").map(String.init), sameTask: row.text(2) == self.taskID,
+                tokens: settled ? row.integer(6) : row.integer(4),
+                cost: USD(picodollars: settled ? row.integer(7) : row.integer(5)), settled: settled))
+        }
+        return calls
+    }
+
+    /// Releases the reservations of runs whose process is gone. Returns whether it changed anything.
+    @discardableResult
+    private func recoverDeadRuns(now: Double) throws(LedgerError) -> Bool {
+        lastRecovery = now
+        var open: [(run: String, pid: Int32, identity: String)] = []
+        try connection.prepare("SELECT run_id, pid, process_start FROM runs WHERE ended_at IS NULL AND run_id != ?").run([.text(runID)]) { row in
+            open.append((row.text(0), Int32(truncatingIfNeeded: row.integer(1)), row.text(2)))
+        }
+        var changed = false
+        for run in open where ProcessIdentity.of(pid: run.pid) != run.identity {
+            var released = 0
+            try connection.prepare("SELECT count(*) FROM calls WHERE run_id = ? AND state = 'reserved'").run([.text(run.run)]) { released = Int($0.integer(0)) }
+            try connection.prepare("UPDATE calls SET state = 'released', settled_at = ? WHERE run_id = ? AND state = 'reserved'")
+                .run([.real(now), .text(run.run)])
+            try connection.prepare("UPDATE runs SET ended_at = ?, end_reason = 'process gone' WHERE run_id = ?").run([.real(now), .text(run.run)])
+            logger.warning("released the reservations of a run whose mg-run is gone", [("dead_run_id", run.run), ("pid", "\(run.pid)"), ("released", "\(released)")])
+            changed = true
+        }
+        return changed
+    }
+}
+
+/// Identifies a process across PID reuse: the boot id and the process's start time in clock ticks.
+enum ProcessIdentity {
+    static func current() -> String { of(pid: getpid()) ?? "unknown" }
+
+    static func of(pid: Int32) -> String? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return nil }
+        // Fields after the command name, which may hold spaces: state is field 3, starttime field 22.
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        // A zombie has exited: its mg-run can no longer settle anything.
+        guard fields.count > 19, fields[0] != "Z" else { return nil }
+        return "\(bootID):\(fields[19])"
+    }
+
+    static let bootID: String = (try? String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8))?
+        .trimmingCharacters(in: .whitespacesAndNewlines) ?? "unknown-boot"
+}

@@ -1,0 +1,134 @@
+"""The SQLite ledger through the real binary: runs of one agent id share daily
+limits one after another and at once, and a SIGKILLed mg-run leaves a ledger
+that the next run reads correctly."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+from conftest import MG_RUN
+
+# One call of this agent costs about 0.0003 USD on gpt-4o-mini: the ceiling fits a handful.
+CEILING = 0.004
+
+POLICY = f"""
+default_effect: deny
+rules:
+  - action: "llm:*"
+    cost_ceiling:
+      max_usd_per_day: {CEILING}
+"""
+
+# Calls until refused (or N calls when given), one line per answered call in the progress file.
+AGENT = """
+import sys, openai
+limit = int(sys.argv[2]) if len(sys.argv) > 2 else 10**6
+client = openai.OpenAI(max_retries=0)
+with open(sys.argv[1], "a") as progress:
+    for _ in range(limit):
+        try:
+            client.chat.completions.create(model="gpt-4o-mini", max_tokens=200,
+                messages=[{"role": "user", "content": "Write a paragraph about ledgers. " * 20}])
+        except (openai.RateLimitError, openai.PermissionDeniedError) as error:
+            print("refused:", error.status_code, file=sys.stderr)
+            break
+        progress.write("answered\\n")
+        progress.flush()
+"""
+
+
+def start(tmp_path, name, ledger, *agent_args, latency=0, agent_id="writer"):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    script = tmp_path / "agent.py"
+    script.write_text(AGENT)
+    command = [MG_RUN, "--policy", str(policy), "--upstream", "simulate", "--simulate-latency-ms", str(latency),
+               "--ledger", str(ledger), "--agent-id", agent_id, "--summary", str(tmp_path / f"{name}.json"),
+               "--", sys.executable, str(script), str(tmp_path / f"{name}.progress"), *agent_args]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def rows(ledger, sql, *args):
+    with sqlite3.connect(ledger) as connection:
+        return connection.execute(sql, args).fetchall()
+
+
+def settled_usd(ledger, run=None):
+    sql = "SELECT coalesce(sum(cost_picodollars), 0) FROM calls WHERE state = 'settled'"
+    if run:
+        sql += " AND run_id = ?"
+        return rows(ledger, sql, run)[0][0] / 1e12
+    return rows(ledger, sql)[0][0] / 1e12
+
+
+def largest_call_usd(ledger):
+    return rows(ledger, "SELECT max(cost_picodollars) FROM calls WHERE state = 'settled'")[0][0] / 1e12
+
+
+def test_runs_one_after_another_share_daily_ceiling(tmp_path):
+    ledger = tmp_path / "ledger.sqlite"
+    first = start(tmp_path, "first", ledger, "4")
+    assert first.wait(timeout=60) == 0, first.stderr.read()
+    spent_first = settled_usd(ledger)
+    assert spent_first > 0
+    second = start(tmp_path, "second", ledger)
+    second.wait(timeout=60)
+    total = settled_usd(ledger)
+    assert total <= CEILING
+    # The second run used what the first left, not a fresh ceiling.
+    assert total > CEILING - largest_call_usd(ledger) * 2
+
+
+def test_other_agent_id_has_its_own_ceiling(tmp_path):
+    ledger = tmp_path / "ledger.sqlite"
+    first = start(tmp_path, "first", ledger)
+    first.wait(timeout=60)
+    other = start(tmp_path, "other", ledger, "1", agent_id="reader")
+    assert other.wait(timeout=60) == 0, other.stderr.read()
+    assert len((tmp_path / "other.progress").read_text().splitlines()) == 1
+
+
+def test_concurrent_runs_share_daily_ceiling(tmp_path):
+    ledger = tmp_path / "ledger.sqlite"
+    runs = [start(tmp_path, f"run{index}", ledger, latency=30) for index in range(3)]
+    for run in runs:
+        run.wait(timeout=90)
+    total = settled_usd(ledger)
+    assert total <= CEILING
+    assert total > CEILING - largest_call_usd(ledger) * 2
+    per_run = [len((tmp_path / f"run{index}.progress").read_text().splitlines()) for index in range(3)]
+    assert sum(1 for count in per_run if count > 0) >= 2, per_run
+    assert rows(ledger, "SELECT count(*) FROM calls WHERE state = 'reserved'")[0][0] == 0
+
+
+def test_sigkill_mid_call_leaves_ledger_next_run_reads(tmp_path):
+    ledger = tmp_path / "ledger.sqlite"
+    killed = start(tmp_path, "killed", ledger, latency=1500)
+    progress = tmp_path / "killed.progress"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if progress.exists() and len(progress.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    # The third call is now waiting on the simulator's 1.5 s latency.
+    time.sleep(0.7)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=10)
+    [(run_id,)] = rows(ledger, "SELECT run_id FROM runs")
+    states = [state for (state,) in rows(ledger, "SELECT state FROM calls WHERE run_id = ? ORDER BY call_id", run_id)]
+    assert states == ["settled", "settled", "reserved"]
+    spent_killed = settled_usd(ledger, run_id)
+
+    after = start(tmp_path, "after", ledger)
+    after.wait(timeout=60)
+    states = [state for (state,) in rows(ledger, "SELECT state FROM calls WHERE run_id = ? ORDER BY call_id", run_id)]
+    assert states == ["settled", "settled", "released"]
+    assert rows(ledger, "SELECT end_reason FROM runs WHERE run_id = ?", run_id) == [("process gone",)]
+    # The dead run's two settled calls count once, its reservation not at all.
+    assert settled_usd(ledger, run_id) == spent_killed
+    total = settled_usd(ledger)
+    assert total <= CEILING
+    assert total > CEILING - largest_call_usd(ledger) * 2
