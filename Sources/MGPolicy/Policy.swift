@@ -203,6 +203,8 @@ public struct Policy: Sendable {
     public var unknownModelAllowFree: Bool?
     /// `prices:` entries by model glob, overriding the price table.
     public var priceOverrides: [(glob: String, price: ModelPrice)] = []
+    /// Which runs the layer applies to; nil matches every run.
+    public var agentMatch: AgentMatch?
 
     public init(file: String = "<memory>", metadata: [String: String] = [:], defaultEffect: Effect = .deny, rules: [Rule] = [], onLimitExceeded: OnLimitExceeded? = nil) {
         self.file = file

@@ -5,9 +5,10 @@ import Foundation
 /// because a limit that is silently ignored is a budget leak.
 public enum PolicyLoader {
     static let metadataKeys = ["name", "version", "description", "owner", "approved_by", "last_updated", "rationale", "changelog"]
-    static let supportedTopLevel = metadataKeys + ["rules", "on_limit_exceeded", "default_effect", "global_rate_limit", "rate_limit", "prices", "unknown_model", "budget"]
+    static let supportedTopLevel = metadataKeys + ["rules", "on_limit_exceeded", "default_effect", "global_rate_limit", "rate_limit", "prices", "unknown_model", "budget",
+                                                   "agent_match"]
     static let notSupportedTopLevel = [
-        "agent_match", "time_restrictions", "approval_required",
+        "time_restrictions", "approval_required",
         "anomaly_detection", "circuit_breaker", "emergency_stop", "cost_tracking", "optimization", "scaling",
         "run", "upstreams",
     ]
@@ -123,7 +124,39 @@ public enum PolicyLoader {
         if let node = top["on_limit_exceeded"] {
             policy.onLimitExceeded = readOnLimitExceeded(node, reader: &reader)
         }
+        if let node = top["agent_match"] {
+            policy.agentMatch = readAgentMatch(node, reader: &reader)
+        }
         return policy
+    }
+
+    static func readAgentMatch(_ node: YAMLNode, reader: inout SchemaReader) -> AgentMatch? {
+        let path = "agent_match"
+        guard let keys = reader.mapping(node, path: path, supported: ["tags", "environment", "tokens", "trust_tier"]) else { return nil }
+        var match = AgentMatch()
+        if let tagsNode = keys["tags"] {
+            match.tags = reader.strings(tagsNode, path: "\(path).tags") ?? []
+        }
+        if let environmentNode = keys["environment"] {
+            // One name or a list of names.
+            match.environments = environmentNode.scalarText != nil
+                ? reader.string(environmentNode, path: "\(path).environment").map { [$0] }
+                : reader.strings(environmentNode, path: "\(path).environment")
+        }
+        if let tokensNode = keys["tokens"] {
+            match.tokens = reader.strings(tokensNode, path: "\(path).tokens")
+        }
+        if let tierNode = keys["trust_tier"] {
+            let tiers = TrustTier.allCases.map(\.description)
+            if let tier = reader.mapping(tierNode, path: "\(path).trust_tier", supported: ["min"]) {
+                if let minimumNode = tier["min"], let name = reader.choice(minimumNode, path: "\(path).trust_tier.min", among: tiers) {
+                    match.minimumTrustTier = TrustTier(name: name)
+                } else if tier["min"] == nil {
+                    reader.fail(tierNode, "\(path).trust_tier", "missing key 'min'; write trust_tier: {min: verified} with one of \(tiers.joined(separator: ", "))")
+                }
+            }
+        }
+        return match
     }
 
     static func readRule(_ node: YAMLNode, path: String, reader: inout SchemaReader) -> Rule? {

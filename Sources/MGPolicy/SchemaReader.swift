@@ -76,6 +76,16 @@ struct SchemaReader {
         return text
     }
 
+    /// Reads a list of strings; each item that is not a string is an error of its own.
+    mutating func strings(_ node: YAMLNode, path: String) -> [String]? {
+        guard let items = sequence(node, path: path) else { return nil }
+        var result: [String] = []
+        for (index, item) in items.enumerated() {
+            if let text = string(item, path: "\(path)[\(index)]") { result.append(text) }
+        }
+        return result
+    }
+
     /// Reads a non-negative whole number written as a plain YAML integer.
     mutating func count(_ node: YAMLNode, path: String) -> Int? {
         guard case .scalar(let text, let plain) = node.value else {

@@ -44,6 +44,7 @@ enum PolicyCheck {
         for key in ["name", "version", "description", "owner"] {
             if let value = policy.metadata[key] { lines.append("  \(key): \(value)") }
         }
+        lines.append("  applies to: \(policy.agentMatch?.description ?? "every run")")
         lines.append("  default_effect: \(policy.defaultEffect.rawValue)")
         let onLimit = policy.onLimitExceeded ?? OnLimitExceeded()
         lines.append("  on_limit_exceeded: \(onLimit.action.rawValue)")

@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import MGLog
+import MGPolicy
 import MGProxy
 
 public enum CommandLineInterface {
@@ -35,6 +36,10 @@ public enum CommandLineInterface {
                               runs given the same ID share their per-task limits
       --agent-id ID           agent id (default: "default"); runs of one agent id share
                               per-minute, per-hour and per-day windows and the daily budget
+      --tag TAG               run tag for agent_match (repeatable)
+      --env NAME              run environment for agent_match (production, staging, ...)
+      --trust-tier TIER       untrusted | basic (default) | verified | privileged
+      --context KEY=VALUE     value of context.KEY in conditions (repeatable)
       --ledger FILE           SQLite ledger of every call (default:
                               $XDG_STATE_HOME/mg-run/ledger.sqlite or
                               ~/.local/state/mg-run/ledger.sqlite)
@@ -110,7 +115,24 @@ public enum CommandLineInterface {
             case "--prices": options.pricesFile = try value(argument)
             case "--upstream": options.upstreams.append(try value(argument))
             case "--task": options.taskID = try value(argument)
-            case "--agent-id":
+            case "--tag":
+                let text = try value(argument)
+                guard !text.isEmpty else { throw RunError("invalid --tag ''; give a tag name such as --tag research") }
+                options.tags.append(text)
+            case "--env": options.environment = try value(argument)
+            case "--trust-tier":
+                let text = try value(argument)
+                guard let tier = TrustTier(name: text) else {
+                    throw RunError("invalid --trust-tier '\(text)'; use one of \(TrustTier.allCases.map(\.description).joined(separator: ", "))")
+                }
+                options.trustTier = tier
+            case "--context":
+                let text = try value(argument)
+                guard let equals = text.firstIndex(of: "="), equals != text.startIndex else {
+                    throw RunError("invalid --context '\(text)'; write KEY=VALUE, such as --context region=eu")
+                }
+                options.context[String(text[..<equals])] = String(text[text.index(after: equals)...])
+            case "--agent-id", "--agent-token":
                 let text = try value(argument)
                 guard !text.isEmpty, text.utf8.count <= 200, !text.contains(where: { $0.isNewline }) else {
                     throw RunError("invalid --agent-id '\(text)'; use a name of 1 to 200 characters on one line")

@@ -16,6 +16,15 @@ public struct RunOptions: Sendable {
     public var taskID: String?
     /// The agent id that windows and budgets of the ledger are shared under.
     public var agentID = "default"
+    public var tags: [String] = []
+    public var environment: String?
+    public var trustTier = TrustTier.basic
+    /// `--context k=v` values for conditions.
+    public var context: [String: String] = [:]
+
+    public var identity: RunIdentity {
+        RunIdentity(agentID: agentID, tags: tags, environment: environment, trustTier: trustTier, context: context)
+    }
     /// The SQLite ledger; nil for the default location.
     public var ledgerPath: String?
     public var summaryPath: String?
@@ -241,6 +250,17 @@ public final class Run: Sendable {
         if !errors.isEmpty {
             throw RunError(PolicyErrors(errors).description)
         }
+        // Layers whose agent_match does not fit this run do not apply.
+        let identity = options.identity
+        let applicable = layers.filter { $0.agentMatch?.mismatch(identity) == nil }
+        if applicable.isEmpty {
+            let reasons = layers.map { "\($0.file): \($0.agentMatch?.mismatch(identity) ?? "matches")" }
+            throw RunError("no policy layer applies to this run (\(identity.summary)); \(reasons.joined(separator: "; ")); pass the options the layers name or add a layer without agent_match")
+        }
+        for layer in layers where layer.agentMatch?.mismatch(identity) != nil {
+            logger.info("policy layer does not apply to this run", [("file", layer.file), ("reason", layer.agentMatch?.mismatch(identity) ?? "")])
+        }
+        layers = applicable
         // A layer without rules abstains, so with no rules anywhere nothing would be enforced.
         if layers.allSatisfy({ $0.rules.isEmpty }) {
             throw RunError("no rules in \(options.policyFiles.joined(separator: ", ")), so nothing would be enforced; add a rule such as: rules: [{action: \"llm:*\", cost_ceiling: {max_usd_per_task: 1.00}}]")
