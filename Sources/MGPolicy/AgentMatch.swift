@@ -19,7 +19,7 @@ public enum TrustTier: Int, Sendable, Comparable, CaseIterable, CustomStringConv
     public static func < (lhs: TrustTier, rhs: TrustTier) -> Bool { lhs.rawValue < rhs.rawValue }
 }
 
-/// What mg-run knows about the run it governs, for `agent_match` and conditions.
+/// The identity of a governed run, from its options, for `agent_match` and conditions.
 public struct RunIdentity: Sendable {
     public var agentID: String
     public var tags: [String]

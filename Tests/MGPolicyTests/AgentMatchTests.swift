@@ -98,6 +98,8 @@ private func errors(_ yaml: String) -> [String] {
 
     @Test func tiersAreOrdered() {
         #expect(TrustTier.allCases == [.untrusted, .basic, .verified, .privileged])
-        #expect(TrustTier.untrusted < .basic && .basic < .verified && .verified < .privileged)
+        #expect(TrustTier.untrusted < .basic)
+        #expect(TrustTier.basic < .verified)
+        #expect(TrustTier.verified < .privileged)
     }
 }
