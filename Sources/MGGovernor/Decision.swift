@@ -39,6 +39,14 @@ public struct Refusal: Sendable, Error {
         self.stopReason = stopReason
     }
 
+    /// The kind of limit that refused the call, for fallback steps; nil for a refusal by a rule's effect,
+    /// default_effect, a condition or the ledger.
+    public var limitKind: LimitKind? {
+        if limit.contains("max_usd_per_") || limit.hasPrefix("budget.") { return .cost }
+        if limit.contains("rate_limit.") || limit.hasPrefix("global_rate_limit.") { return .rate }
+        return nil
+    }
+
     /// Forbidden outranks a ceiling, which outranks a window; among windows, the longer wait.
     func isMoreSevere(than other: Refusal) -> Bool {
         switch (kind, other.kind) {

@@ -141,6 +141,53 @@ public enum LimitResponse: String, Sendable {
     case gracefulConclude = "graceful_conclude"
     /// Hold the call until a window reopens, at most `queueTimeoutSeconds`, then deny.
     case queue
+    /// Stop the run.
+    case kill
+}
+
+/// The kind of limit a refusal came from, for `fallback_chain` entries' `when`.
+public enum LimitKind: String, Sendable {
+    /// A dollar limit: a cost ceiling, a `max_usd_*` window or the daily budget.
+    case cost = "cost_limit_hit"
+    /// A count, token, concurrency or retry limit of a rate-limit object.
+    case rate = "rate_limit_hit"
+    /// Any limit of either kind.
+    case any = "all_limits_hit"
+}
+
+/// One `fallback_chain` step: a call to a model matching `from` that hits a limit of kind `when` is retried as `to`.
+public struct FallbackStep: Sendable, Equatable {
+    public enum Target: Sendable, Equatable {
+        case model(String)
+        case queue
+    }
+
+    /// A glob over action names, such as `llm:gpt-4*`.
+    public var from: String
+    public var to: Target
+    public var when: LimitKind
+
+    public init(from: String, to: Target, when: LimitKind) {
+        self.from = from
+        self.to = to
+        self.when = when
+    }
+
+    /// Returns whether this step applies to a call named `action` refused by a limit of kind `kind`.
+    public func applies(to action: String, refusedBy kind: LimitKind) -> Bool {
+        (when == .any || when == kind) && Rule(action: from).matches(action)
+    }
+}
+
+/// One `notify` entry of `on_limit_exceeded`: a message with placeholders sent when a limit is hit.
+public struct LimitNotification: Sendable, Equatable {
+    public var channel: String
+    public var message: String
+
+    public init(channel: String, message: String) {
+        self.channel = channel
+        self.message = message
+    }
 }
 
 public struct OnLimitExceeded: Sendable {
@@ -148,6 +195,9 @@ public struct OnLimitExceeded: Sendable {
     public var messageToAgent: String
     /// The seconds a queued call waits before it is denied.
     public var queueTimeoutSeconds: Double = 60
+    /// `strategy: graceful_degradation`: model rewrites tried, in order, before a refusal is returned.
+    public var fallbackChain: [FallbackStep] = []
+    public var notify: [LimitNotification] = []
 
     public static let defaultMessage = "A budget or rate limit set by the operator has been reached. Stop calling tools and models, write your final answer with what you have, and finish."
 
@@ -203,7 +253,7 @@ public struct Policy: Sendable {
     public var unknownModelAllowFree: Bool?
     /// `prices:` entries by model glob, overriding the price table.
     public var priceOverrides: [(glob: String, price: ModelPrice)] = []
-    /// Which runs the layer applies to; nil matches every run.
+    /// The runs the layer applies to; nil matches every run.
     public var agentMatch: AgentMatch?
 
     public init(file: String = "<memory>", metadata: [String: String] = [:], defaultEffect: Effect = .deny, rules: [Rule] = [], onLimitExceeded: OnLimitExceeded? = nil) {

@@ -26,8 +26,7 @@ public enum PolicyLoader {
         "max_depth",
     ]
     static let supportedCeilingKeys = ["max_usd_per_call", "max_usd_per_task", "max_usd_per_minute", "max_usd_per_hour", "max_usd_per_day"]
-    static let supportedOnLimitKeys = ["action", "message_to_agent", "queue_timeout_seconds"]
-    static let notSupportedOnLimitKeys = ["strategy", "fallback_chain", "notify"]
+    static let supportedOnLimitKeys = ["action", "message_to_agent", "queue_timeout_seconds", "strategy", "fallback_chain", "notify"]
 
     public static func load(file: String) throws(PolicyErrors) -> Policy {
         let text: String
@@ -298,7 +297,7 @@ public enum PolicyLoader {
 
     static func readOnLimitExceeded(_ node: YAMLNode, reader: inout SchemaReader) -> OnLimitExceeded? {
         let path = "on_limit_exceeded"
-        guard let keys = reader.mapping(node, path: path, supported: supportedOnLimitKeys, notSupportedYet: notSupportedOnLimitKeys) else { return nil }
+        guard let keys = reader.mapping(node, path: path, supported: supportedOnLimitKeys) else { return nil }
         var result = OnLimitExceeded()
         if let actionNode = keys["action"] {
             let all = ["deny", "graceful_conclude", "queue", "pause", "kill"]
@@ -306,7 +305,7 @@ public enum PolicyLoader {
                 if let response = LimitResponse(rawValue: text) {
                     result.action = response
                 } else {
-                    reader.fail(actionNode, "\(path).action", "'\(text)' is not supported yet by this version of mg-run; use deny, queue or graceful_conclude")
+                    reader.fail(actionNode, "\(path).action", "'\(text)' is not supported yet by this version of mg-run; use deny, queue, graceful_conclude or kill")
                 }
             }
         }
@@ -316,6 +315,68 @@ public enum PolicyLoader {
         if let timeoutNode = keys["queue_timeout_seconds"], let seconds = reader.count(timeoutNode, path: "\(path).queue_timeout_seconds") {
             result.queueTimeoutSeconds = Double(seconds)
         }
+        let strategy = keys["strategy"].flatMap { reader.choice($0, path: "\(path).strategy", among: ["graceful_degradation"]) }
+        if let chainNode = keys["fallback_chain"] {
+            if strategy == nil && keys["strategy"] == nil {
+                reader.fail(chainNode, "\(path).fallback_chain", "needs strategy: graceful_degradation beside it; add that line")
+            }
+            result.fallbackChain = readFallbackChain(chainNode, path: "\(path).fallback_chain", reader: &reader)
+        } else if let strategyNode = keys["strategy"], strategy != nil {
+            reader.fail(strategyNode, "\(path).strategy", "graceful_degradation needs a fallback_chain list of {from, to, when} beside it")
+        }
+        if let notifyNode = keys["notify"], let items = reader.sequence(notifyNode, path: "\(path).notify") {
+            for (index, item) in items.enumerated() {
+                let itemPath = "\(path).notify[\(index)]"
+                guard let fields = reader.mapping(item, path: itemPath, supported: ["channel", "message"]) else { continue }
+                let channels = ["log", "slack", "pagerduty", "webhook", "email", "command"]
+                guard let channelNode = fields["channel"], let channel = reader.choice(channelNode, path: "\(itemPath).channel", among: channels) else {
+                    if fields["channel"] == nil { reader.fail(item, itemPath, "missing key 'channel'; use channel: log") }
+                    continue
+                }
+                if channel != "log" {
+                    reader.fail(channelNode, "\(itemPath).channel", "'\(channel)' is not supported yet by this version of mg-run; use log")
+                }
+                let message = fields["message"].flatMap { reader.string($0, path: "\(itemPath).message") }
+                    ?? "{action} hit {limit_type} (agent {agent_id}, task {task_id}, {current_cost} USD so far)"
+                result.notify.append(LimitNotification(channel: channel, message: message))
+            }
+        }
         return result
+    }
+
+    static func readFallbackChain(_ node: YAMLNode, path: String, reader: inout SchemaReader) -> [FallbackStep] {
+        guard let items = reader.sequence(node, path: path) else { return [] }
+        var steps: [FallbackStep] = []
+        for (index, item) in items.enumerated() {
+            let itemPath = "\(path)[\(index)]"
+            guard let fields = reader.mapping(item, path: itemPath, supported: ["from", "to", "when"]) else { continue }
+            var from: String?
+            var to: FallbackStep.Target?
+            for key in ["from", "to"] where fields[key] == nil {
+                reader.fail(item, itemPath, "missing key '\(key)'; write {from: \"llm:gpt-4o\", to: \"llm:gpt-4o-mini\", when: cost_limit_hit}")
+            }
+            if let fromNode = fields["from"], let text = reader.string(fromNode, path: "\(itemPath).from") {
+                if text.hasPrefix("llm:") && text.count > 4 {
+                    from = text
+                } else {
+                    reader.fail(fromNode, "\(itemPath).from", "'\(text)' is not an LLM action; write llm:<model>, such as \"llm:gpt-4o\" or \"llm:gpt-4*\"")
+                }
+            }
+            if let toNode = fields["to"], let text = reader.string(toNode, path: "\(itemPath).to") {
+                if text == "queue" {
+                    to = .queue
+                } else if text.hasPrefix("llm:") && text.count > 4 && !text.contains("*") {
+                    to = .model(String(text.dropFirst(4)))
+                } else {
+                    reader.fail(toNode, "\(itemPath).to", "'\(text)' is not a model; write llm:<model> without globs, such as \"llm:gpt-4o-mini\", or queue")
+                }
+            }
+            var when = LimitKind.any
+            if let whenNode = fields["when"], let text = reader.choice(whenNode, path: "\(itemPath).when", among: ["cost_limit_hit", "rate_limit_hit", "all_limits_hit"]) {
+                when = LimitKind(rawValue: text) ?? .any
+            }
+            if let from, let to { steps.append(FallbackStep(from: from, to: to, when: when)) }
+        }
+        return steps
     }
 }

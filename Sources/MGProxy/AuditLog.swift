@@ -5,7 +5,7 @@ import MGGovernor
 public struct AuditRecord: Sendable {
     public var action: String
     public var model: String?
-    /// "allow", "deny" or "conclude".
+    /// "allow", "deny", "conclude", or "fallback" for a call moved to another model before its decision.
     public var decision: String
     public var reason: String
     public var inputTokens = 0

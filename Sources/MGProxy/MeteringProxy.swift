@@ -19,6 +19,7 @@ public struct Upstream: Sendable {
 public struct ProxyConfiguration: Sendable {
     public var runID: String
     public var taskID: String
+    public var agentID = "default"
     /// The per-run token the agent must present instead of a provider key.
     public var token: String
     public var upstreams: [Provider: Upstream]
@@ -60,6 +61,8 @@ public final class MeteringProxy: HTTPHandler {
     let onStop: @Sendable (String) -> Void
     let curl = CurlPool()
     private let conclusions = Locked<(first: Date?, countedAfterGrace: Int)>((nil, 0))
+    /// When each limit last sent its notify messages.
+    private let notified = Locked<[String: Date]>([:])
 
     public init(configuration: ProxyConfiguration, governor: Governor, audit: AuditLog?, logger: Logger, onStop: @escaping @Sendable (String) -> Void) {
         self.configuration = configuration
@@ -147,19 +150,47 @@ public final class MeteringProxy: HTTPHandler {
             return ErrorBody.response(provider, status: 502, type: "api_error", code: nil, message: message)
         }
 
-        var descriptor = CallDescriptor(
-            actions: call.actions, model: call.model, price: price,
-            inputTokensBound: call.inputTokensBound, inputTokensEstimate: call.inputTokensEstimate,
-            requestedOutputTokens: call.requestedOutput, producesOutput: endpoint != .embeddings, choices: call.choices)
-        if governor.tracksRetries {
-            descriptor.fingerprint = fingerprint(request.body)
-            descriptor.retryCount = request.headers["x-stainless-retry-count"].flatMap { Int($0) } ?? 0
+        func describe(_ call: ParsedCall, price: ModelPrice) -> CallDescriptor {
+            var descriptor = CallDescriptor(
+                actions: call.actions, model: call.model, price: price,
+                inputTokensBound: call.inputTokensBound, inputTokensEstimate: call.inputTokensEstimate,
+                requestedOutputTokens: call.requestedOutput, producesOutput: endpoint != .embeddings, choices: call.choices)
+            if governor.tracksRetries {
+                descriptor.fingerprint = fingerprint(request.body)
+                descriptor.retryCount = request.headers["x-stainless-retry-count"].flatMap { Int($0) } ?? 0
+            }
+            return descriptor
         }
-        switch admitOrQueue(descriptor, started: started) {
+        var current = call
+        var currentPrice = price
+        var decision = admitOrQueue(describe(current, price: currentPrice), started: started)
+        // graceful_degradation: each step moves a refused call to another model, which is decided again from scratch.
+        var tried: Set<String> = [current.model]
+        while case .refuse(let refusal) = decision, let kind = refusal.limitKind,
+              let step = configuration.onLimitExceeded.fallbackChain.first(where: { $0.applies(to: current.modelAction, refusedBy: kind) }) {
+            switch step.to {
+            case .queue:
+                record(AuditRecord(action: current.modelAction, model: current.model, decision: "fallback",
+                                   reason: "queued by fallback_chain (\(step.from) -> queue) after: \(refusal.message)"), status: 0, started: started)
+                decision = queue(describe(current, price: currentPrice), after: decision, started: started)
+            case .model(let target):
+                guard !tried.contains(target), let targetPrice = configuration.prices.price(for: target) else { break }
+                tried.insert(target)
+                record(AuditRecord(action: current.modelAction, model: current.model, decision: "fallback",
+                                   reason: "moved to llm:\(target) by fallback_chain (\(step.from), when \(step.when.rawValue)) after: \(refusal.message)"),
+                       status: 0, started: started)
+                current.rewriteModel(to: target)
+                currentPrice = targetPrice
+                decision = admitOrQueue(describe(current, price: currentPrice), started: started)
+                continue
+            }
+            break
+        }
+        switch decision {
         case .refuse(let refusal):
-            return refuse(refusal, call: call, started: started)
+            return refuse(refusal, call: current, started: started)
         case .admit(let admission):
-            return forward(request, call: call, admission: admission, upstream: upstream, price: price, started: started)
+            return forward(request, call: current, admission: admission, upstream: upstream, price: currentPrice, started: started)
         }
     }
 
@@ -168,8 +199,14 @@ public final class MeteringProxy: HTTPHandler {
     /// passes. A queued call has no reservation while it waits.
     private func admitOrQueue(_ descriptor: CallDescriptor, started: Date) -> Decision {
         let queues = configuration.onLimitExceeded.action == .queue
-        var decision = governor.admit(descriptor, countsDenial: !queues)
+        let decision = governor.admit(descriptor, countsDenial: !queues)
         guard queues else { return decision }
+        return queue(descriptor, after: decision, started: started)
+    }
+
+    /// Holds a call refused by a window until the window admits it or the queue timeout passes.
+    private func queue(_ descriptor: CallDescriptor, after first: Decision, started: Date) -> Decision {
+        var decision = first
         let deadline = started.addingTimeInterval(configuration.onLimitExceeded.queueTimeoutSeconds)
         while case .refuse(let refusal) = decision, case .window(let wait) = refusal.kind {
             let left = deadline.timeIntervalSinceNow
@@ -194,10 +231,33 @@ public final class MeteringProxy: HTTPHandler {
         }
         let response = ErrorBody.refusal(refusal, provider: call.endpoint.provider)
         record(AuditRecord(action: call.modelAction, model: call.model, decision: "deny", reason: refusal.message), status: response.status, started: started)
+        notify(refusal, action: call.modelAction)
         if let stopReason = refusal.stopReason {
             stop(stopReason, because: refusal.message)
+        } else if configuration.onLimitExceeded.action == .kill, refusal.limitKind != nil {
+            stop("on_limit_exceeded:kill", because: refusal.message)
         }
         return response
+    }
+
+    /// Sends the `notify` messages of on_limit_exceeded for a limit hit, at most once a minute per limit.
+    private func notify(_ refusal: Refusal, action: String) {
+        guard !configuration.onLimitExceeded.notify.isEmpty, let kind = refusal.limitKind else { return }
+        let now = Date()
+        let due = notified.withLock { sent -> Bool in
+            if let last = sent[refusal.limit], now.timeIntervalSince(last) < 60 { return false }
+            sent[refusal.limit] = now
+            return true
+        }
+        guard due else { return }
+        let values = [
+            "{action}": action, "{limit_type}": kind == .cost ? "cost limit \(refusal.limit)" : "rate limit \(refusal.limit)",
+            "{agent_id}": configuration.agentID, "{task_id}": configuration.taskID, "{current_cost}": governor.totals.cost.description,
+        ]
+        for notification in configuration.onLimitExceeded.notify {
+            let message = values.reduce(notification.message) { text, pair in text.replacingOccurrences(of: pair.key, with: pair.value) }
+            logger.warning(message, [("action", action), ("limit", refusal.limit), ("channel", notification.channel)])
+        }
     }
 
     /// Counts one more conclusion reply that must end the run; returns true once the agent has plainly ignored them.

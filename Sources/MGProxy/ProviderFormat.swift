@@ -47,6 +47,8 @@ struct ParsedCall {
     var choices: Int
     var inputTokensBound: Int
     var inputTokensEstimate: Int
+    /// The model a fallback moved the call to, written over the client's `model` upstream.
+    private(set) var modelOverride: String?
     /// The byte ranges of the top-level member values in `body`, for splicing edits in.
     private var members: [String: Range<Int>]
     private var includeUsageValue: Range<Int>?
@@ -152,6 +154,13 @@ struct ParsedCall {
         self.inputTokensEstimate = body.count / 4 + 4 * messageCount + 3 + ParsedCall.tokensPerMediaPart * mediaParts
     }
 
+    /// Moves the call to another model of the same provider, for a fallback.
+    mutating func rewriteModel(to newModel: String) {
+        model = newModel
+        modelAction = "llm:\(newModel)"
+        modelOverride = newModel
+    }
+
     /// The names the call is governed under: `llm:<model>` first, then its kind.
     var actions: [String] { [modelAction, endpoint.kindAction] }
 
@@ -188,6 +197,9 @@ struct ParsedCall {
         var edits: [(range: Range<Int>, text: String)] = []
         // The top-level object always has "model", so a member inserted after its "{" takes a comma.
         let topInsertion = JSONDocument(body).skipSpace(0) + 1
+        if let modelOverride, let range = members["model"] {
+            edits.append((range, quoted(modelOverride)))
+        }
         if admission.rewritesOutputCap, let cap = admission.outputTokens {
             // Every cap field the client set gets the reserved value, whichever one the upstream reads.
             for field in outputFields.isEmpty ? [defaultOutputField] : outputFields {

@@ -88,7 +88,7 @@ public final class Run: Sendable {
             throw RunError("cannot create the summary file '\(path)'; check that its directory exists and is writable")
         }
         let (upstreams, simulator) = try startUpstreams()
-        let onLimitExceeded = try limitResponse(layers)
+        let onLimitExceeded = try limitResponse(layers, prices: prices)
 
         let token = "mgr-" + randomHex(24)
         let ledger: Ledger
@@ -108,6 +108,7 @@ public final class Run: Sendable {
         }
         var configuration = ProxyConfiguration(runID: runID, taskID: taskID, token: token, upstreams: upstreams, prices: prices, onLimitExceeded: onLimitExceeded)
         configuration.upstreamTimeoutSeconds = 600
+        configuration.agentID = options.agentID
         // Free unknown models need a layer that allows them and none that denies them.
         let unknownModel = layers.compactMap(\.unknownModelAllowFree)
         configuration.unknownModelsFree = unknownModel.contains(true) && !unknownModel.contains(false)
@@ -332,13 +333,24 @@ public final class Run: Sendable {
         return (upstreams, nil)
     }
 
-    private func limitResponse(_ layers: [Policy]) throws(RunError) -> OnLimitExceeded {
+    private func limitResponse(_ layers: [Policy], prices: PriceTable) throws(RunError) -> OnLimitExceeded {
         let set = layers.compactMap { layer in layer.onLimitExceeded.map { (layer.file, $0) } }
         guard let first = set.first else { return OnLimitExceeded() }
         if let conflict = set.first(where: { $0.1.action != first.1.action }) {
             throw RunError("\(first.0) and \(conflict.0) set different on_limit_exceeded.action values (\(first.1.action.rawValue), \(conflict.1.action.rawValue)); keep it in one layer")
         }
-        return first.1
+        // Every layer's fallback steps and notifications apply, in layer order.
+        var merged = first.1
+        merged.fallbackChain = set.flatMap(\.1.fallbackChain)
+        merged.notify = set.flatMap(\.1.notify)
+        for (file, response) in set {
+            for step in response.fallbackChain {
+                if case .model(let model) = step.to, prices.price(for: model) == nil {
+                    throw RunError("\(file): on_limit_exceeded.fallback_chain moves calls to llm:\(model), which has no price; add it under prices: or pick a priced model")
+                }
+            }
+        }
+        return merged
     }
 
     /// mg-run's environment without the real provider keys, plus the proxy's address and the run token.

@@ -508,3 +508,19 @@ struct SplitMix {
         #expect(log.count(after: 8.5) == 1)
     }
 }
+
+@Suite struct RefusalKindTests {
+    @Test(arguments: [
+        ("rules[0].cost_ceiling.max_usd_per_task", LimitKind.cost), ("rules[1].rate_limit.max_usd_per_hour", .cost),
+        ("global_rate_limit.max_usd_per_day", .cost), ("budget.daily_limit_usd", .cost), ("budget.on_warning", .cost),
+        ("rules[0].rate_limit.max_per_minute", .rate), ("global_rate_limit.max_concurrent", .rate), ("rate_limit.max_tokens_per_hour", .rate),
+    ])
+    func limitKindFollowsKeyPath(limit: String, kind: LimitKind) {
+        #expect(Refusal(kind: .quota, limit: limit, message: "").limitKind == kind)
+    }
+
+    @Test(arguments: ["default_effect", "rules[2]", "ledger", "rules[0].behavioral_limits.require_conclusion_after"])
+    func policyRefusalHasNoLimitKind(limit: String) {
+        #expect(Refusal(kind: .forbidden, limit: limit, message: "").limitKind == nil)
+    }
+}
