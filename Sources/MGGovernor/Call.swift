@@ -20,6 +20,9 @@ public struct CallDescriptor: Sendable {
     public var fingerprint: UInt64 = 0
     /// The client's own retry counter (`x-stainless-retry-count`), 0 for a first attempt.
     public var retryCount = 0
+    /// What the operation carries for `requires` and `context.<k>` in conditions: `--context`,
+    /// `X-MG-Context-<k>` headers and the check API's `context`.
+    public var context: [String: String] = [:]
 
     public init(actions: [String], model: String, price: ModelPrice, inputTokensBound: Int, inputTokensEstimate: Int,
                 requestedOutputTokens: Int? = nil, producesOutput: Bool = true, choices: Int = 1) {

@@ -153,9 +153,19 @@ public final class Governor: Sendable {
     /// Replaces the call's reservation by the cost of what the provider reported, and returns that cost.
     @discardableResult
     public func settle(_ id: UInt64, usage: Usage) -> USD {
+        settle(id, usage: usage, reportedCost: nil)
+    }
+
+    /// Settles a call at a cost its caller reported, for actions mg-run cannot price (the check API's reports).
+    @discardableResult
+    public func settle(_ id: UInt64, cost: USD, tokens: Int) -> USD {
+        settle(id, usage: Usage(uncachedInputTokens: max(0, tokens), outputTokens: 0), reportedCost: cost)
+    }
+
+    private func settle(_ id: UInt64, usage: Usage, reportedCost: USD?) -> USD {
         let settled = state.withLock { state -> USD? in
             guard let reservation = state.reservations.removeValue(forKey: id) else { return nil }
-            let cost = Pricing.cost(of: usage, at: reservation.price)
+            let cost = reportedCost ?? Pricing.cost(of: usage, at: reservation.price)
             for key in reservation.rules {
                 state.rules[key, default: RuleState()].reserved -= reservation.cost
                 state.rules[key, default: RuleState()].settled += cost
@@ -326,6 +336,12 @@ public final class Governor: Sendable {
                     return .refuse(Refusal(
                         kind: .forbidden, limit: rule.path,
                         message: "\(call.actions[0]) is denied by \(rule.path) (action \"\(rule.action)\", effect deny) at \(rule.position)"))
+                }
+                if let (key, value) = rule.requires.first(where: { call.context[$0.key] != $0.value }) {
+                    let carried = call.context[key].map { "'\($0)'" } ?? "nothing"
+                    return .refuse(Refusal(
+                        kind: .forbidden, limit: "\(rule.path).requires.\(key)",
+                        message: "\(call.actions[0]) denied: \(rule.path) at \(rule.position) requires context \(key) = '\(value)', and the call carries \(carried); set it with --context, an X-MG-Context-\(key) header or the check API's context"))
                 }
                 matched.append((RuleKey(layer: layerIndex, rule: ruleIndex), rule))
             }

@@ -100,6 +100,8 @@ public struct Rule: Sendable {
     public var requireConclusionAfter: Int?
     /// Kept allowed when a budget threshold pauses non-essential actions.
     public var essential = false
+    /// `requires`: context values the operation must carry, as text (`true`, `verified`).
+    public var requires: [(key: String, value: String)] = []
     /// The rule's start position and key path such as `rules[2]`, for messages.
     public var position: SourcePosition
     public var path: String

@@ -12,8 +12,8 @@ public enum PolicyLoader {
         "anomaly_detection", "circuit_breaker", "emergency_stop", "cost_tracking", "optimization", "scaling",
         "run", "upstreams",
     ]
-    static let supportedRuleKeys = ["action", "effect", "rate_limit", "cost_ceiling", "behavioral_limits", "essential", "name", "description"]
-    static let notSupportedRuleKeys = ["conditions", "requires", "audit"]
+    static let supportedRuleKeys = ["action", "effect", "rate_limit", "cost_ceiling", "behavioral_limits", "essential", "name", "description", "requires"]
+    static let notSupportedRuleKeys = ["conditions", "audit"]
     static let supportedRateLimitKeys = [
         "max_per_second", "max_per_minute", "max_per_hour", "max_per_day", "max_per_task", "max_concurrent",
         "max_tokens_per_call", "max_input_tokens_per_call", "max_output_tokens_per_call",
@@ -190,6 +190,23 @@ public enum PolicyLoader {
         }
         if let essentialNode = keys["essential"], let essential = reader.boolean(essentialNode, path: "\(path).essential") {
             rule.essential = essential
+        }
+        if let requiresNode = keys["requires"] {
+            if case .mapping(let pairs) = requiresNode.value {
+                var seen: [String: Int] = [:]
+                for (keyNode, valueNode) in pairs {
+                    guard let key = reader.string(keyNode, path: "\(path).requires") else { continue }
+                    if let line = seen.updateValue(keyNode.position.line, forKey: key) {
+                        reader.fail(keyNode, "\(path).requires", "duplicate key '\(key)' (first at line \(line)); remove one of them")
+                    } else if let value = valueNode.scalarText {
+                        rule.requires.append((key, value))
+                    } else {
+                        reader.fail(valueNode, "\(path).requires.\(key)", "expected a single value such as true or verified, got \(valueNode.kindName)")
+                    }
+                }
+            } else {
+                reader.fail(requiresNode, "\(path).requires", "expected a mapping of context names to values, such as {delegation_approved: true}, got \(requiresNode.kindName)")
+            }
         }
         for key in ["name", "description"] {
             if let metadataNode = keys[key] { _ = reader.string(metadataNode, path: "\(path).\(key)") }

@@ -20,6 +20,8 @@ public struct ProxyConfiguration: Sendable {
     public var runID: String
     public var taskID: String
     public var agentID = "default"
+    /// `--context` values, which every call carries.
+    public var context: [String: String] = [:]
     /// The per-run token the agent must present instead of a provider key.
     public var token: String
     public var upstreams: [Provider: Upstream]
@@ -61,6 +63,8 @@ public final class MeteringProxy: HTTPHandler {
     let onStop: @Sendable (String) -> Void
     let curl = CurlPool()
     private let conclusions = Locked<(first: Date?, countedAfterGrace: Int)>((nil, 0))
+    /// Checks allowed by the check API and not reported yet, by call id.
+    let openChecks = Locked<[String: (admission: Admission, action: String, started: Date)]>([:])
     /// When each limit last sent its notify messages.
     private let notified = Locked<[String: Date]>([:])
 
@@ -104,6 +108,8 @@ public final class MeteringProxy: HTTPHandler {
         case ("POST", "/v1/embeddings"): return meter(request, endpoint: .embeddings, started: started)
         case ("POST", "/v1/responses"): return meter(request, endpoint: .responses, started: started)
         case ("GET", "/v1/models"): return listModels(request, provider: provider(of: request), started: started)
+        case ("POST", MeteringProxy.checkPath): return check(request, started: started)
+        case ("POST", MeteringProxy.reportPath): return report(request, started: started)
         default:
             record(AuditRecord(action: "http:\(request.method) \(request.path)", model: nil, decision: "deny", reason: "unknown endpoint"),
                    status: 404, started: started)
@@ -159,8 +165,10 @@ public final class MeteringProxy: HTTPHandler {
                 descriptor.fingerprint = fingerprint(request.body)
                 descriptor.retryCount = request.headers["x-stainless-retry-count"].flatMap { Int($0) } ?? 0
             }
+            descriptor.context = context
             return descriptor
         }
+        let context = callContext(request)
         var current = call
         var currentPrice = price
         var decision = admitOrQueue(describe(current, price: currentPrice), started: started)
@@ -240,6 +248,15 @@ public final class MeteringProxy: HTTPHandler {
         return response
     }
 
+    /// Returns the run's `--context` values overlaid with the request's `X-MG-Context-<k>` headers.
+    private func callContext(_ request: HTTPRequest) -> [String: String] {
+        var context = configuration.context
+        for (name, value) in request.headers where name.hasPrefix("x-mg-context-") && name.count > 13 {
+            context[String(name.dropFirst(13))] = value
+        }
+        return context
+    }
+
     /// Sends the `notify` messages of on_limit_exceeded for a limit hit, at most once a minute per limit.
     private func notify(_ refusal: Refusal, action: String) {
         guard !configuration.onLimitExceeded.notify.isEmpty, let kind = refusal.limitKind else { return }
@@ -274,7 +291,7 @@ public final class MeteringProxy: HTTPHandler {
         }
     }
 
-    private func stop(_ reason: String, because detail: String) {
+    func stop(_ reason: String, because detail: String) {
         logger.warning("stopping the run", [("reason", reason), ("detail", detail)])
         onStop(reason)
     }
@@ -348,7 +365,7 @@ public final class MeteringProxy: HTTPHandler {
     }
 
     /// Logs and audits a budget threshold, and stops the run when the threshold's actions include kill.
-    private func handle(_ event: BudgetEvent) {
+    func handle(_ event: BudgetEvent) {
         let names = event.actions.map { action -> String in
             switch action {
             case .pauseNonEssential: return "pause_non_essential"

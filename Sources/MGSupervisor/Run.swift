@@ -109,6 +109,7 @@ public final class Run: Sendable {
         var configuration = ProxyConfiguration(runID: runID, taskID: taskID, token: token, upstreams: upstreams, prices: prices, onLimitExceeded: onLimitExceeded)
         configuration.upstreamTimeoutSeconds = 600
         configuration.agentID = options.agentID
+        configuration.context = options.context
         // Free unknown models need a layer that allows them and none that denies them.
         let unknownModel = layers.compactMap(\.unknownModelAllowFree)
         configuration.unknownModelsFree = unknownModel.contains(true) && !unknownModel.contains(false)
@@ -144,6 +145,7 @@ public final class Run: Sendable {
         let childStatus = waitForTree(tree)
         withExtendedLifetime(signalSources) {}
 
+        proxy.closeOpenChecks()
         // Streams the agent left behind settle as their upstreams finish; give them a moment.
         let drainDeadline = Date().addingTimeInterval(10)
         while governor.totals.inFlight > 0 && Date() < drainDeadline { usleep(20_000) }

@@ -524,3 +524,32 @@ struct SplitMix {
         #expect(Refusal(kind: .forbidden, limit: limit, message: "").limitKind == nil)
     }
 }
+
+@Suite struct GovernorRequiresTests {
+    private func subject() -> Governor {
+        var rule = Rule(action: "delegate:*")
+        rule.requires = [("delegation_approved", "true")]
+        return Governor(layers: [Policy(file: "t.yaml", rules: [rule])], time: ManualTimeSource())
+    }
+
+    private func delegation(_ context: [String: String]) -> CallDescriptor {
+        var call = CallDescriptor(actions: ["delegate:spawn"], model: "", price: ModelPrice(inputPerToken: 0, outputPerToken: 0),
+                                  inputTokensBound: 0, inputTokensEstimate: 0, producesOutput: false)
+        call.context = context
+        return call
+    }
+
+    @Test func missingContextIsForbidden() {
+        let refusal = subject().admit(delegation([:])).refusal
+        #expect(refusal?.kind == .forbidden)
+        #expect(refusal?.limit == "rules[0].requires.delegation_approved")
+    }
+
+    @Test func wrongValueIsForbidden() {
+        #expect(subject().admit(delegation(["delegation_approved": "false"])).refusal?.kind == .forbidden)
+    }
+
+    @Test func matchingContextIsAdmitted() {
+        #expect(subject().admit(delegation(["delegation_approved": "true"])).admission != nil)
+    }
+}

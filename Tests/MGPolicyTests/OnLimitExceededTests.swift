@@ -102,3 +102,34 @@ private func errors(_ yaml: String) -> [String] {
         #expect(step.applies(to: "llm:x", refusedBy: .cost))
     }
 }
+
+@Suite struct RequiresLoadingTests {
+    private func rule(_ yaml: String) throws -> Rule {
+        try PolicyLoader.parse(text: "rules:\n  - action: \"delegate:*\"\n    requires:\n" + yaml + "\n", file: "p.yaml").rules[0]
+    }
+
+    private func errors(_ yaml: String) -> [String] {
+        do {
+            _ = try rule(yaml)
+            return []
+        } catch let error as PolicyErrors {
+            return error.errors.map(\.description)
+        } catch {
+            return ["\(error)"]
+        }
+    }
+
+    @Test func loadsValuesAsText() throws {
+        let loaded = try rule("      delegation_approved: true\n      delegatee_trust_tier: verified")
+        #expect(loaded.requires.map(\.key) == ["delegation_approved", "delegatee_trust_tier"])
+        #expect(loaded.requires.map(\.value) == ["true", "verified"])
+    }
+
+    @Test func listValueIsError() {
+        #expect(errors("      approvers: [a, b]") == ["p.yaml:4:18: rules[0].requires.approvers: expected a single value such as true or verified, got a list"])
+    }
+
+    @Test func duplicateKeyIsError() {
+        #expect(errors("      a: true\n      a: false").first?.contains("duplicate key 'a' (first at line 4)") == true)
+    }
+}
