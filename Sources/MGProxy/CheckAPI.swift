@@ -4,8 +4,8 @@ import MGPolicy
 
 /// The check API, for actions the proxy cannot see (`tool:<name>`, `db:write:<t>`, ...).
 ///
-/// `POST /mg/v1/check` with `{"action", "context", "estimated_cost_usd", "tokens"}` asks the
-/// governor as if the action were a call: it counts in every window and
+/// `POST /mg/v1/check` with `{"action", "context", "estimated_cost_usd", "tokens"}` is
+/// decided by the governor as if the action were a call: it counts in every window and
 /// reserves `estimated_cost_usd`. An allowed check returns a `call_id`; `POST
 /// /mg/v1/report` with `{"call_id", "cost_usd", "tokens", "success"}` settles it at
 /// the reported cost, or releases it when `success` is false. A check that is
