@@ -125,7 +125,9 @@ public protocol ExpressionEnvironment {
     /// or `.missing` when the run has no such value.
     ///
     /// A number never equals a string, so an implementation should return numbers for the
-    /// numeric variables (`time.hour`, `request.max_tokens`, `task.calls`, ...).
+    /// numeric variables (`time.hour`, `request.max_tokens`, `task.calls`, ...). The parser rejects
+    /// literals outside these forms: `time.weekday` is `mon` to `sun` in lowercase, `time.date` is
+    /// `YYYY-MM-DD`, and `agent.trust_tier` is `untrusted`, `basic`, `verified` or `privileged`.
     func variable(_ name: String) -> ExpressionValue
     /// Returns the metric's current value. NaN, such as an error rate over zero calls, reads as `.missing`.
     func metric(_ metric: Metric) -> Double

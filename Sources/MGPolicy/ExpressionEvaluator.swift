@@ -49,8 +49,9 @@ extension ExpressionNode {
         }
     }
 
-    /// Trust tiers, lowest first. Two strings that are both tiers order by tier, not alphabetically.
-    private static let trustTierRanks = ["untrusted": 0, "basic": 1, "verified": 2, "privileged": 3]
+    /// The rank of each trust tier. Two strings that are both tiers order by tier, not alphabetically.
+    private static let trustTierRanks = Dictionary(
+        uniqueKeysWithValues: ExpressionNames.trustTiers.enumerated().map { ($0.element, $0.offset) })
 
     /// Compares two values. Missing is unequal to everything, including missing. A number and a string
     /// are unequal and unordered, and bools and lists only compare for equality.

@@ -66,6 +66,10 @@ enum ExpressionNames {
         "same_action_repeated": .sameActionRepeated,
     ]
 
+    /// Trust tiers, lowest first.
+    static let trustTiers = ["untrusted", "basic", "verified", "privileged"]
+    static let weekdays = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
     static let defaultSameActionWindow = 300.0
     static let defaultTrendCalls = 10
     /// `avg_<measure>_<N><unit>` averages over the trailing 24 hours, so a bucket may not be longer.
@@ -209,6 +213,36 @@ enum ExpressionNames {
             message += ", a named list (\(namedLists.keys.sorted().joined(separator: ", "))), or a quoted string such as '\(name)'"
         }
         return NameError(message)
+    }
+
+    /// Returns an error message when `literal` can never equal `variable`, because the variable's
+    /// values come from a fixed set (weekdays, trust tiers) or have a fixed format (dates).
+    static func checkLiteral(_ literal: String, for variable: String) -> String? {
+        switch variable {
+        case "time.weekday":
+            if weekdays.contains(literal) { return nil }
+            var message = "'\(literal)' is not a value of time.weekday, which is one of \(weekdays.joined(separator: ", "))"
+            if let suggestion = weekdays.first(where: { literal.lowercased().hasPrefix($0) }) {
+                message += " (did you mean '\(suggestion)'?)"
+            }
+            return message
+        case "agent.trust_tier":
+            if trustTiers.contains(literal) { return nil }
+            var message = "'\(literal)' is not a trust tier; tiers are \(trustTiers.joined(separator: " < "))"
+            if let suggestion = closestMatch(to: literal, among: trustTiers) {
+                message += " (did you mean '\(suggestion)'?)"
+            }
+            return message
+        case "time.date":
+            let scalars = Array(literal.unicodeScalars)
+            let isDate = scalars.count == 10 && scalars.indices.allSatisfy { index in
+                index == 4 || index == 7 ? scalars[index] == "-" : (scalars[index] >= "0" && scalars[index] <= "9")
+            }
+            if isDate { return nil }
+            return "'\(literal)' is not a date in the form of time.date; write YYYY-MM-DD, as in '2025-01-31'"
+        default:
+            return nil
+        }
     }
 
     /// Returns the fixed metric name that starts with `name`, for a name cut short such as `tokens_per_call`.

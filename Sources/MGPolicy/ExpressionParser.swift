@@ -191,6 +191,8 @@ struct ExpressionParser {
                     "'\(comparison.rawValue)' orders numbers or strings, but \(quoted(operand)) is \(operand.kind.name)")
             }
         }
+        try checkLiteral(left, against: right)
+        try checkLiteral(right, against: left)
         guard left.kind != .unknown, right.kind != .unknown, left.kind != right.kind else { return }
 
         let outcome = comparison == .notEqual ? "is always true" : "is never true"
@@ -212,6 +214,23 @@ struct ExpressionParser {
         default:
             break
         }
+        if case .constant(.list(let items)) = right.node {
+            for case .string(let item) in items {
+                try checkLiteral(item, at: right.start, against: left)
+            }
+        }
+    }
+
+    /// Rejects a string constant that the variable on the other side can never equal, such as
+    /// `time.weekday == 'Monday'`.
+    private func checkLiteral(_ literal: Operand, against other: Operand) throws(ConditionError) {
+        guard case .constant(.string(let text)) = literal.node else { return }
+        try checkLiteral(text, at: literal.start, against: other)
+    }
+
+    private func checkLiteral(_ text: String, at offset: Int, against other: Operand) throws(ConditionError) {
+        guard case .variable(let name) = other.node, let message = ExpressionNames.checkLiteral(text, for: name) else { return }
+        throw locator.error(at: offset, message)
     }
 
     // MARK: Arithmetic

@@ -159,6 +159,9 @@ private let evaluationCases: [(String, Bool)] = [
     ("'basic' < 'zebra'", true),
     ("time.date >= '2025-01-01'", true),
     ("time.weekday == 'tue'", true),
+    ("time.weekday in ['sat', 'sun']", false),
+    ("'sun' != time.weekday", true),
+    ("agent.trust_tier in ['verified', 'privileged']", true),
 
     // Missing values
     ("context.absent == 'x'", false),
@@ -337,6 +340,11 @@ private let errorCases: [(String, String, Int)] = [
     ("agent.trust_tier >= true", "'>=' orders numbers or strings, but 'true' is a boolean", 30),
     ("request.model in 5", "'in' needs a list or a string on its right", 27),
     ("5 in 'abc'", "finds a substring, but '5' is a number", 10),
+    ("time.weekday == 'Monday'", "'Monday' is not a value of time.weekday, which is one of mon, tue", 26),
+    ("time.weekday in ['sat', 'Sun']", "'Sun' is not a value of time.weekday", 26),
+    ("agent.trust_tier >= 'verifed'", "'verifed' is not a trust tier; tiers are untrusted < basic < verified < privileged (did you mean 'verified'?)", 30),
+    ("'trusted' < agent.trust_tier", "'trusted' is not a trust tier", 10),
+    ("time.date < '2025-1-5'", "write YYYY-MM-DD", 22),
     ("request.model", "the condition computes a string, not true or false; compare it, as in \"request.model == 'value'\"", 10),
     ("agent.tags AND true", "test membership, as in \"'value' in agent.tags\"", 10),
     ("tokens_per_call > 1", "unknown identifier 'tokens_per_call' (did you mean 'tokens_per_call_trend'?)", 10),
