@@ -28,6 +28,41 @@ extension ExpressionValue: CustomStringConvertible {
     }
 }
 
+extension ExpressionValue {
+    /// Converts a YAML scalar of a named list. A plain `true` or `false` (any letter case) is a bool,
+    /// a plain decimal number such as `443` or `-0.5` is a number, and everything else is a string.
+    /// Other YAML 1.1 booleans (`yes`, `no`, `on`, `off`) stay strings, so a country code `NO` stays `'NO'`.
+    public init(yamlScalar text: String, plain: Bool) {
+        guard plain else {
+            self = .string(text)
+            return
+        }
+        switch text.lowercased() {
+        case "true": self = .bool(true)
+        case "false": self = .bool(false)
+        default: self = Self.isDecimal(text) ? .number(Double(text) ?? 0) : .string(text)
+        }
+    }
+
+    /// Converts a YAML sequence of scalars into a list, or returns nil for any other node.
+    public init?(yamlList node: YAMLNode) {
+        guard case .sequence(let items) = node.value else { return nil }
+        var values: [ExpressionValue] = []
+        for item in items {
+            guard case .scalar(let text, let plain) = item.value else { return nil }
+            values.append(ExpressionValue(yamlScalar: text, plain: plain))
+        }
+        self = .list(values)
+    }
+
+    /// Returns whether `text` is an optional minus, digits, and an optional fraction, which `Double` always converts.
+    private static func isDecimal(_ text: String) -> Bool {
+        let unsigned = text.hasPrefix("-") ? text.dropFirst() : Substring(text)
+        let parts = unsigned.split(separator: ".", maxSplits: 1, omittingEmptySubsequences: false)
+        return parts.allSatisfy { part in !part.isEmpty && part.unicodeScalars.allSatisfy { $0 >= "0" && $0 <= "9" } }
+    }
+}
+
 /// A quantity the governor counts per call, read over a scope.
 public enum MetricMeasure: String, Sendable, CaseIterable {
     case cost, calls, tokens

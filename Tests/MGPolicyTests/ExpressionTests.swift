@@ -423,6 +423,28 @@ private let errorCases: [(String, String, Int)] = [
         #expect(condition.metrics == [expected], "\(expected.description)")
     }
 
+    @Test func yamlScalarConversion() {
+        #expect(ExpressionValue(yamlScalar: "443", plain: true) == .number(443))
+        #expect(ExpressionValue(yamlScalar: "-0.5", plain: true) == .number(-0.5))
+        #expect(ExpressionValue(yamlScalar: "443", plain: false) == .string("443"))
+        #expect(ExpressionValue(yamlScalar: "True", plain: true) == .bool(true))
+        #expect(ExpressionValue(yamlScalar: "NO", plain: true) == .string("NO"))
+        #expect(ExpressionValue(yamlScalar: "1e3", plain: true) == .string("1e3"))
+        #expect(ExpressionValue(yamlScalar: "1.", plain: true) == .string("1."))
+        #expect(ExpressionValue(yamlScalar: "example.com", plain: true) == .string("example.com"))
+    }
+
+    @Test func yamlListConversion() throws {
+        let root = try YAMLLoader.load(text: "ports: [80, '443', https]\nnested: [[1]]\n", file: "p.yaml")
+        guard case .mapping(let pairs) = root.value else {
+            Issue.record("expected a mapping")
+            return
+        }
+        #expect(ExpressionValue(yamlList: pairs[0].value) == .list([.number(80), .string("443"), .string("https")]))
+        #expect(ExpressionValue(yamlList: pairs[1].value) == nil)
+        #expect(ExpressionValue(yamlList: pairs[0].key) == nil)
+    }
+
     @Test func valueDescriptions() {
         #expect(ExpressionValue.number(2).description == "2")
         #expect(ExpressionValue.number(0.25).description == "0.25")
