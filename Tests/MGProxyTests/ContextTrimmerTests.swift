@@ -439,3 +439,280 @@ private func toolResults(_ tag: Int, ids: [String]) -> [String: Any] {
         #expect(throws: ClientError.self) { try ContextTrimmer.trim(body: body, endpoint: .chatCompletions, maxContextTokens: 1) }
     }
 }
+
+// MARK: - Random conversations
+
+/// SplitMix64, a seeded generator, so a failing seed can be rerun.
+private struct SeededGenerator: RandomNumberGenerator {
+    var state: UInt64
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var mixed = state
+        mixed = (mixed ^ (mixed >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        mixed = (mixed ^ (mixed >> 27)) &* 0x94D0_49BB_1331_11EB
+        return mixed ^ (mixed >> 31)
+    }
+}
+
+/// A random but valid conversation in one wire format, with the group of every
+/// message: the messages that must be dropped or kept together.
+private struct RandomConversation {
+    let endpoint: Endpoint
+    var messages: [[String: Any]] = []
+    /// The group of each message, or nil for a pinned (system or developer) message.
+    var groups: [Int?] = []
+    private var nextGroup = 0
+    private var random: SeededGenerator
+
+    init(_ endpoint: Endpoint, seed: UInt64) {
+        self.endpoint = endpoint
+        self.random = SeededGenerator(state: seed)
+        switch endpoint {
+        case .chatCompletions: buildChat()
+        case .messages: buildAnthropic()
+        case .responses, .embeddings: buildResponses()
+        }
+    }
+
+    var request: [String: Any] {
+        switch endpoint {
+        case .chatCompletions:
+            var request = chatRequest(messages)
+            request["tools"] = [["type": "function", "function": ["name": "search", "parameters": ["type": "object"]]]]
+            request["temperature"] = 0.5
+            return request
+        case .messages:
+            var request = anthropicRequest(messages)
+            request["tools"] = [["name": "search", "input_schema": ["type": "object"]]]
+            return request
+        case .responses, .embeddings:
+            var request = responsesRequest(messages)
+            request["max_output_tokens"] = 512
+            return request
+        }
+    }
+
+    private mutating func chance(_ percent: Int) -> Bool {
+        Int.random(in: 0..<100, using: &random) < percent
+    }
+
+    private mutating func count(_ range: ClosedRange<Int>) -> Int {
+        Int.random(in: range, using: &random)
+    }
+
+    /// Text of 0 to 400 bytes, with multi-byte characters and characters JSON escapes.
+    private mutating func text() -> String {
+        let pieces = ["lorem ", "ipsum ", "café ", "漢字 ", "🙂 ", "\"quoted\" ", "a/b ", "\n", "\\"]
+        var result = ""
+        for _ in 0..<count(0...60) { result += pieces[count(0...(pieces.count - 1))] }
+        return result
+    }
+
+    private mutating func add(_ group: [[String: Any]]) {
+        for var message in group {
+            message["tag"] = messages.count
+            messages.append(message)
+            groups.append(nextGroup)
+        }
+        nextGroup += 1
+    }
+
+    private mutating func addPinned(_ message: [String: Any]) {
+        var message = message
+        message["tag"] = messages.count
+        messages.append(message)
+        groups.append(nil)
+    }
+
+    private mutating func buildChat() {
+        if chance(60) { addPinned(["role": "system", "content": text()]) }
+        for _ in 0..<count(1...14) {
+            switch count(0...9) {
+            case 0:
+                addPinned(["role": chance(50) ? "system" : "developer", "content": text()])
+            case 1, 2:
+                let ids = (0..<count(1...3)).map { "call_\(messages.count)_\($0)" }
+                let calls = ids.map { ["id": $0, "type": "function", "function": ["name": "search", "arguments": "{}"]] as [String: Any] }
+                var group: [[String: Any]] = [["role": "assistant", "content": NSNull(), "tool_calls": calls]]
+                for id in ids.shuffled(using: &random) { group.append(["role": "tool", "tool_call_id": id, "content": text()]) }
+                add(group)
+            case 3:
+                add([["role": "assistant", "content": NSNull(), "function_call": ["name": "search", "arguments": "{}"]],
+                     ["role": "function", "name": "search", "content": text()]])
+            case 4:
+                let image: [String: Any] = ["type": "image_url", "image_url": ["url": "https://example.com/a.png"]]
+                add([["role": "user", "content": [["type": "text", "text": text()], image]]])
+            case 5, 6:
+                add([["role": "assistant", "content": text()]])
+            default:
+                add([["role": "user", "content": text()]])
+            }
+        }
+    }
+
+    /// Roles alternate, starting with the user, as the API requires.
+    private mutating func buildAnthropic() {
+        add([["role": "user", "content": text()]])
+        for _ in 0..<count(0...7) {
+            if chance(50) {
+                add([["role": "assistant", "content": text()]])
+                add([["role": "user", "content": chance(20) ? [imageBlock()] : text()]])
+            } else {
+                let ids = (0..<count(1...3)).map { "toolu_\(messages.count)_\($0)" }
+                let uses = ids.map { ["type": "tool_use", "id": $0, "name": "search", "input": ["q": "x"]] as [String: Any] }
+                var results = ids.map { ["type": "tool_result", "tool_use_id": $0, "content": text()] as [String: Any] }
+                if chance(30) { results.append(["type": "text", "text": text()]) }
+                add([["role": "assistant", "content": [["type": "text", "text": text()]] + uses],
+                     ["role": "user", "content": results]])
+            }
+        }
+        // A trailing assistant message prefills the reply.
+        if chance(20) { add([["role": "assistant", "content": text()]]) }
+    }
+
+    private func imageBlock() -> [String: Any] {
+        ["type": "image", "source": ["type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="]]
+    }
+
+    private mutating func buildResponses() {
+        if chance(50) { addPinned(["type": "message", "role": "developer", "content": text()]) }
+        for _ in 0..<count(1...12) {
+            switch count(0...9) {
+            case 0:
+                addPinned(["role": "system", "content": text()])
+            case 1, 2:
+                let callID = "call_\(messages.count)"
+                var group: [[String: Any]] = []
+                if chance(50) { group.append(["type": "reasoning", "id": "rs_\(messages.count)", "summary": []]) }
+                group.append(["type": "function_call", "call_id": callID, "name": "search", "arguments": "{}"])
+                group.append(["type": "function_call_output", "call_id": callID, "output": text()])
+                add(group)
+            case 3:
+                add([["type": "reasoning", "id": "rs_\(messages.count)", "summary": []],
+                     ["type": "message", "role": "assistant", "content": [["type": "output_text", "text": text()]]]])
+            case 4:
+                let image: [String: Any] = ["type": "input_image", "image_url": "https://example.com/a.png"]
+                add([["role": "user", "content": [["type": "input_text", "text": text()], image]]])
+            case 5, 6:
+                add([["type": "message", "role": "assistant", "content": text()]])
+            default:
+                add([["role": "user", "content": text()]])
+            }
+        }
+    }
+}
+
+@Suite struct ContextTrimmerPropertyTests {
+    static let seeds: Range<UInt64> = 0..<200
+
+    @Test(arguments: [Endpoint.chatCompletions, .messages, .responses])
+    func estimateNeverGrowsWhenMessageRemoved(endpoint: Endpoint) throws {
+        for seed in Self.seeds {
+            let conversation = RandomConversation(endpoint, seed: seed)
+            let whole = try proxyEstimate(encode(conversation.request), endpoint)
+            for index in conversation.messages.indices {
+                var fewer = conversation.messages
+                fewer.remove(at: index)
+                let smaller = try estimate(keeping: fewer, of: conversation.request, endpoint)
+                #expect(smaller <= whole, "seed \(seed), message \(index)")
+            }
+        }
+    }
+
+    @Test(arguments: [Endpoint.chatCompletions, .messages, .responses])
+    func randomConversationsKeepRules(endpoint: Endpoint) throws {
+        var outcomes: [String: Int] = [:]
+        for seed in Self.seeds {
+            var random = SeededGenerator(state: seed &* 7919)
+            let conversation = RandomConversation(endpoint, seed: seed)
+            let body = try encode(conversation.request)
+            let before = try proxyEstimate(body, endpoint)
+            let limit = Int.random(in: 0...(before + 20), using: &random)
+            let outcome = try ContextTrimmer.trim(body: body, endpoint: endpoint, maxContextTokens: limit)
+            switch outcome {
+            case .unchanged:
+                outcomes["unchanged", default: 0] += 1
+                #expect(before <= limit, "seed \(seed)")
+            case .cannotFit(let minimum, _):
+                outcomes["cannotFit", default: 0] += 1
+                try checkCannotFit(conversation, minimum: minimum, limit: limit, seed: seed)
+            case .trimmed(let result):
+                outcomes["trimmed", default: 0] += 1
+                #expect(result.estimatedTokensBefore == before, "seed \(seed)")
+                try checkTrimmed(conversation, result, limit: limit, seed: seed)
+            }
+        }
+        // Every kind of outcome must occur, or the seeds test too little.
+        #expect(outcomes["unchanged", default: 0] > 0)
+        #expect(outcomes["cannotFit", default: 0] > 0)
+        #expect(outcomes["trimmed", default: 0] > 20)
+    }
+
+    private func checkCannotFit(_ conversation: RandomConversation, minimum: Int, limit: Int, seed: UInt64) throws {
+        #expect(minimum > limit, "seed \(seed)")
+        guard conversation.endpoint != .messages else { return }
+        // Without Anthropic's leading-user rule the smallest request is the pinned messages and the newest group.
+        let newest = conversation.groups.compactMap { $0 }.last
+        let kept = conversation.messages.indices.filter { conversation.groups[$0] == nil || conversation.groups[$0] == newest }
+        let smallest = try estimate(keeping: kept.map { conversation.messages[$0] }, of: conversation.request, conversation.endpoint)
+        #expect(minimum == smallest, "seed \(seed)")
+    }
+
+    private func checkTrimmed(_ conversation: RandomConversation, _ result: ContextTrimmer.TrimmedRequest, limit: Int, seed: UInt64) throws {
+        let endpoint = conversation.endpoint
+        #expect(result.estimatedTokensAfter <= limit, "seed \(seed)")
+        #expect(try result.estimatedTokensAfter == proxyEstimate(result.body, endpoint), "seed \(seed)")
+        #expect(try ContextTrimmer.trim(body: result.body, endpoint: endpoint, maxContextTokens: limit) == .unchanged, "seed \(seed)")
+
+        var output = try decode(result.body)
+        var request = conversation.request
+        output[listKey(endpoint)] = nil
+        request[listKey(endpoint)] = nil
+        #expect(try encode(output) == encode(request), "seed \(seed)")
+
+        let kept = try tags(result.body, endpoint)
+        let keptSet = Set(kept)
+        #expect(kept == kept.sorted(), "seed \(seed)")
+        #expect(result.removedMessages == conversation.messages.count - kept.count, "seed \(seed)")
+        for (index, group) in conversation.groups.enumerated() {
+            guard let group else {
+                #expect(keptSet.contains(index), "seed \(seed): pinned message \(index) dropped")
+                continue
+            }
+            let members = conversation.groups.indices.filter { conversation.groups[$0] == group }
+            #expect(members.allSatisfy(keptSet.contains) || !members.contains(where: keptSet.contains),
+                    "seed \(seed): group of message \(index) split")
+        }
+        let last = try #require(conversation.groups.lastIndex { $0 != nil })
+        #expect(keptSet.contains(last), "seed \(seed): newest message dropped")
+
+        if endpoint == .messages {
+            try checkAnthropicOrder(result.body, seed: seed)
+        } else {
+            try checkOldestDropped(conversation, kept: keptSet, limit: limit, seed: seed)
+        }
+    }
+
+    /// Checks that the dropped messages are the oldest ones, and that keeping the
+    /// newest dropped group as well would exceed the limit.
+    private func checkOldestDropped(_ conversation: RandomConversation, kept: Set<Int>, limit: Int, seed: UInt64) throws {
+        let droppable = conversation.messages.indices.filter { conversation.groups[$0] != nil }
+        let dropped = droppable.filter { !kept.contains($0) }
+        #expect(dropped == Array(droppable.prefix(dropped.count)), "seed \(seed)")
+        guard let newestDropped = dropped.last else { return }
+        let restored = conversation.messages.indices.filter {
+            kept.contains($0) || conversation.groups[$0] == conversation.groups[newestDropped]
+        }
+        let restoredEstimate = try estimate(keeping: restored.map { conversation.messages[$0] }, of: conversation.request, conversation.endpoint)
+        #expect(restoredEstimate > limit, "seed \(seed)")
+    }
+
+    private func checkAnthropicOrder(_ body: [UInt8], seed: UInt64) throws {
+        let roles = try #require(try decode(body)["messages"] as? [[String: Any]]).map { $0["role"] as? String }
+        #expect(roles.first == "user", "seed \(seed)")
+        for (earlier, later) in zip(roles, roles.dropFirst()) {
+            #expect(earlier != later, "seed \(seed): roles do not alternate")
+        }
+    }
+}
