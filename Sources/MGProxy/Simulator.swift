@@ -260,7 +260,8 @@ extension SimulatedProvider {
     /// NOTE: Anthropic's minimum depends on the model, from 1024 to 4096 tokens as
     /// third-party provider docs list it. The simulator uses 1024 for every model.
     static let anthropicMinimumCachedTokens = 1024
-    /// How many block boundaries before a breakpoint Anthropic checks for an earlier cache entry.
+    /// How many block boundaries before a breakpoint Anthropic checks for an earlier
+    /// cache entry: about 20, as third-party docs describe it.
     static let anthropicLookbackBlocks = 20
 
     /// Returns OpenAI's `cached_tokens` for the prompt: the longest prefix that an
@@ -310,7 +311,8 @@ extension SimulatedProvider {
             let earlier = prompt.blockEnds.filter { $0 < breakpoint.offset && prompt.tokens(upTo: $0) >= minimum }
             readCandidates.formUnion(Set(earlier).sorted().suffix(SimulatedProvider.anthropicLookbackBlocks))
         }
-        let offsets = readCandidates.union(breakpoints.map(\.offset)).sorted()
+        // Every breakpoint is a read candidate, so the candidates cover the offsets to write too.
+        let offsets = readCandidates.sorted()
         let hashes = Dictionary(uniqueKeysWithValues: zip(offsets, prompt.prefixHashes(at: offsets, namespace: namespace)))
 
         var usage = AnthropicCacheUsage(uncachedTokens: prompt.tokenCount - prompt.tokens(upTo: last.offset))
