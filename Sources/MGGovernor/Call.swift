@@ -18,6 +18,8 @@ public struct CallDescriptor: Sendable {
     public var choices: Int
     /// A hash of the request body, so a request repeated after an error is recognised as a retry.
     public var fingerprint: UInt64 = 0
+    /// Whether the request may write a prompt cache (an Anthropic `cache_control`), which bills input above its base price.
+    public var mayWriteCache = false
     /// The client's own retry counter (`x-stainless-retry-count`), 0 for a first attempt.
     public var retryCount = 0
     /// What the operation carries for `requires` and `context.<k>` in conditions: `--context`,
@@ -43,8 +45,10 @@ public struct Usage: Sendable, Equatable {
     public var uncachedInputTokens: Int
     /// Input tokens read from a prompt cache.
     public var cacheReadTokens: Int
-    /// Input tokens written to a prompt cache (Anthropic).
+    /// Input tokens written to a prompt cache that lives 5 minutes (Anthropic).
     public var cacheWriteTokens: Int
+    /// Input tokens written to a prompt cache with `ttl: 1h` (Anthropic).
+    public var cacheWrite1hTokens = 0
     /// Output tokens, reasoning tokens included.
     public var outputTokens: Int
     /// True when the provider reported no usage and mg-run charged its own bound.
@@ -58,7 +62,7 @@ public struct Usage: Sendable, Equatable {
         self.estimated = estimated
     }
 
-    public var inputTokens: Int { uncachedInputTokens + cacheReadTokens + cacheWriteTokens }
+    public var inputTokens: Int { uncachedInputTokens + cacheReadTokens + cacheWriteTokens + cacheWrite1hTokens }
 
     public static let none = Usage(uncachedInputTokens: 0, outputTokens: 0)
 }
@@ -69,6 +73,7 @@ public enum Pricing {
         let picodollars = Int64(usage.uncachedInputTokens) * price.inputPerToken
             + Int64(usage.cacheReadTokens) * price.cachedInputPerToken
             + Int64(usage.cacheWriteTokens) * price.cacheWritePerToken
+            + Int64(usage.cacheWrite1hTokens) * price.cacheWrite1hPerToken
             + Int64(usage.outputTokens) * price.outputPerToken
             + price.perCall
         return USD(picodollars: picodollars)

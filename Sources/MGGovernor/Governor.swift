@@ -370,7 +370,8 @@ public final class Governor: Sendable {
 
         let price = call.price
         let perOutputToken = price.outputPerToken * Int64(call.choices)
-        let inputCost = USD(picodollars: Int64(call.inputTokensBound) * price.inputPerToken + price.perCall)
+        let inputRate = call.mayWriteCache ? price.inputPerTokenWritingCache : price.inputPerToken
+        let inputCost = USD(picodollars: Int64(call.inputTokensBound) * inputRate + price.perCall)
         // A price without an output limit (an unknown model allowed for free) leaves the client's cap alone.
         let unknownLimit = Int(Int32.max)
         var modelLimit = 0

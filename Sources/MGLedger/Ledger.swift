@@ -173,7 +173,7 @@ public final class Ledger: SharedLedger, @unchecked Sendable {
     public func settled(id: UInt64, cost: USD, usage: Usage) {
         write("settle") { () throws(LedgerError) in
             try settleCall.run([
-                .integer(Int64(usage.uncachedInputTokens)), .integer(Int64(usage.cacheReadTokens)), .integer(Int64(usage.cacheWriteTokens)),
+                .integer(Int64(usage.uncachedInputTokens)), .integer(Int64(usage.cacheReadTokens)), .integer(Int64(usage.cacheWriteTokens + usage.cacheWrite1hTokens)),
                 .integer(Int64(usage.outputTokens)), .integer(cost.picodollars), .integer(usage.estimated ? 1 : 0),
                 .real(Date().timeIntervalSince1970), .text(runID), .integer(Int64(bitPattern: id)),
             ])

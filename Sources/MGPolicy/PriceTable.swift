@@ -7,8 +7,11 @@ public struct ModelPrice: Sendable, Equatable {
     public var outputPerToken: Int64
     /// OpenAI cached prompt tokens and Anthropic cache reads.
     public var cachedInputPerToken: Int64
-    /// Anthropic cache writes.
+    /// Anthropic cache writes that live 5 minutes.
     public var cacheWritePerToken: Int64
+    /// Anthropic cache writes with `ttl: 1h`; twice the input price unless the table says otherwise,
+    /// which is the ratio of every 1-hour write price in litellm's table.
+    public var cacheWrite1hPerToken: Int64
     /// The largest output the model accepts in one call, used when the client sets no max_tokens.
     public var maxOutputTokens: Int
     /// A fee per call on top of the tokens, in picodollars.
@@ -19,7 +22,13 @@ public struct ModelPrice: Sendable, Equatable {
         self.outputPerToken = outputPerToken
         self.cachedInputPerToken = cachedInputPerToken ?? inputPerToken
         self.cacheWritePerToken = cacheWritePerToken ?? inputPerToken
+        self.cacheWrite1hPerToken = 2 * inputPerToken
         self.maxOutputTokens = maxOutputTokens
+    }
+
+    /// The highest price an input token can be billed at when the request may write a prompt cache.
+    public var inputPerTokenWritingCache: Int64 {
+        max(inputPerToken, cacheWritePerToken, cacheWrite1hPerToken)
     }
 
     /// Builds a price from dollars per million tokens, as price lists give them.
@@ -62,6 +71,7 @@ public struct PriceTable: Sendable {
             highest.outputPerToken = max(highest.outputPerToken, price.outputPerToken)
             highest.cachedInputPerToken = max(highest.cachedInputPerToken, price.cachedInputPerToken)
             highest.cacheWritePerToken = max(highest.cacheWritePerToken, price.cacheWritePerToken)
+            highest.cacheWrite1hPerToken = max(highest.cacheWrite1hPerToken, price.cacheWrite1hPerToken)
             highest.perCall = max(highest.perCall, price.perCall)
         }
         // The table's output limit is the provider's; a policy entry only fills it in for unlisted models.
@@ -133,7 +143,7 @@ public struct PriceTable: Sendable {
     }
 
     static func readPrice(_ node: YAMLNode, path: String, reader: inout SchemaReader) -> ModelPrice? {
-        let keys = ["input_per_mtok", "output_per_mtok", "cached_input_per_mtok", "cache_write_per_mtok", "max_output_tokens", "per_call"]
+        let keys = ["input_per_mtok", "output_per_mtok", "cached_input_per_mtok", "cache_write_per_mtok", "cache_write_1h_per_mtok", "max_output_tokens", "per_call"]
         guard let fields = reader.mapping(node, path: path, supported: keys) else { return nil }
         let perCall = fields["per_call"].flatMap { reader.dollars($0, path: "\(path).per_call") }
         guard fields["input_per_mtok"] != nil || fields["per_call"] != nil else {
@@ -147,6 +157,9 @@ public struct PriceTable: Sendable {
         let maxOutput = fields["max_output_tokens"].flatMap { reader.count($0, path: "\(path).max_output_tokens") } ?? 4096
         var price = ModelPrice(inputPerMTok: input, outputPerMTok: output, cachedInputPerMTok: cached, cacheWritePerMTok: cacheWrite, maxOutputTokens: maxOutput)
         price.perCall = perCall?.picodollars ?? 0
+        if let oneHour = fields["cache_write_1h_per_mtok"].flatMap({ reader.dollars($0, path: "\(path).cache_write_1h_per_mtok") }) {
+            price.cacheWrite1hPerToken = (oneHour.picodollars + 999_999) / 1_000_000
+        }
         return price
     }
 }

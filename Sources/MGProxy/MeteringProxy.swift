@@ -166,9 +166,12 @@ public final class MeteringProxy: HTTPHandler {
                 descriptor.retryCount = request.headers["x-stainless-retry-count"].flatMap { Int($0) } ?? 0
             }
             descriptor.context = context
+            descriptor.mayWriteCache = mayWriteCache
             return descriptor
         }
         let context = callContext(request)
+        // A \u escape could spell cache_control, so it counts as a possible cache write too.
+        let mayWriteCache = endpoint == .messages && (contains(request.body, "\"cache_control\"") || contains(request.body, "\\u"))
         var current = call
         var currentPrice = price
         var decision = admitOrQueue(describe(current, price: currentPrice), started: started)
@@ -474,6 +477,18 @@ final class MeteredStream: ResponseStream, @unchecked Sendable {
 }
 
 /// Returns the 64-bit FNV-1a hash of a request body, which identifies a request repeated after an error.
+/// Returns whether `bytes` contain `needle`'s UTF-8 bytes.
+func contains(_ bytes: [UInt8], _ needle: String) -> Bool {
+    let pattern = Array(needle.utf8)
+    guard let first = pattern.first, bytes.count >= pattern.count else { return false }
+    var index = 0
+    while index <= bytes.count - pattern.count {
+        if bytes[index] == first && bytes[index..<(index + pattern.count)].elementsEqual(pattern) { return true }
+        index += 1
+    }
+    return false
+}
+
 func fingerprint(_ bytes: [UInt8]) -> UInt64 {
     var hash: UInt64 = 0xcbf2_9ce4_8422_2325
     for byte in bytes {

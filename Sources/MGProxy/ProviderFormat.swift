@@ -246,7 +246,7 @@ enum UsageParser {
         // A byte scan, not JSONSerialization: this runs on every call, and the
         // Foundation parser's fixed cost per document showed up in profiles.
         guard let value = JSONScan.topLevelValue("usage", in: body), value.first == UInt8(ascii: "{") else { return nil }
-        let counts = JSONScan.integerMembers(in: Array(value), nested: ["prompt_tokens_details", "input_tokens_details"])
+        let counts = JSONScan.integerMembers(in: Array(value), nested: ["prompt_tokens_details", "input_tokens_details", "cache_creation"])
         switch endpoint {
         case .messages: return anthropic(counts)
         case .responses: return responses(counts)
@@ -268,7 +268,7 @@ enum UsageParser {
     /// Returns the whole-number usage fields of a decoded usage object, in the form `integerMembers` returns.
     static func counts(of usage: [String: Any]) -> [String: Int] {
         var counts = usage.compactMapValues { $0 as? Int }
-        for nested in ["prompt_tokens_details", "input_tokens_details"] {
+        for nested in ["prompt_tokens_details", "input_tokens_details", "cache_creation"] {
             for (key, value) in usage[nested] as? [String: Any] ?? [:] {
                 if let count = value as? Int { counts["\(nested).\(key)"] = count }
             }
@@ -291,11 +291,16 @@ enum UsageParser {
     static func anthropic(_ usage: [String: Int]) -> Usage? {
         guard usage["input_tokens"] != nil || usage["output_tokens"] != nil else { return nil }
         func count(_ key: String) -> Int { max(0, usage[key] ?? 0) }
-        return Usage(
+        // cache_creation splits the writes by lifetime; 1-hour writes cost more.
+        let written = count("cache_creation_input_tokens")
+        let oneHour = min(count("cache_creation.ephemeral_1h_input_tokens"), written)
+        var result = Usage(
             uncachedInputTokens: count("input_tokens"),
             cacheReadTokens: count("cache_read_input_tokens"),
-            cacheWriteTokens: count("cache_creation_input_tokens"),
+            cacheWriteTokens: written - oneHour,
             outputTokens: count("output_tokens"))
+        result.cacheWrite1hTokens = oneHour
+        return result
     }
 }
 

@@ -93,8 +93,9 @@ struct StreamTracker {
             let usageObject = eventName == "message_start"
                 ? (json["message"] as? [String: Any])?["usage"] as? [String: Any]
                 : json["usage"] as? [String: Any]
-            for (key, value) in usageObject ?? [:] {
-                if let count = value as? Int { anthropicFields[key] = count }  // cumulative: the last value wins
+            // Cumulative: the last value wins.
+            for (key, count) in UsageParser.counts(of: usageObject ?? [:]) {
+                anthropicFields[key] = count
             }
             usage = UsageParser.anthropic(anthropicFields)
             return true

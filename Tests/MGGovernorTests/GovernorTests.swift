@@ -553,3 +553,22 @@ struct SplitMix {
         #expect(subject().admit(delegation(["delegation_approved": "true"])).admission != nil)
     }
 }
+
+@Suite struct GovernorCacheWriteTests {
+    @Test func cacheWriteRaisesInputBound() {
+        // Input 1 USD/M, 1-hour writes 2 USD/M: 1000 input tokens may cost 0.002 USD.
+        var ceiling = CostCeiling()
+        ceiling.maxUSDPerCall = dollars("0.0021")
+        let subject = governor([Rule(action: "llm:*", costCeiling: ceiling)])
+        var writing = call(input: 1_000, output: 16)
+        writing.mayWriteCache = true
+        #expect(subject.admit(call(input: 1_000, output: 16)).admission?.reservedCost == dollars("0.001032"))
+        #expect(subject.admit(writing).admission?.reservedCost == dollars("0.002032"))
+    }
+
+    @Test func oneHourWritePricedAtItsRate() {
+        var usage = Usage(uncachedInputTokens: 0, outputTokens: 0)
+        usage.cacheWrite1hTokens = 1_000_000
+        #expect(Pricing.cost(of: usage, at: price) == dollars("2"))
+    }
+}

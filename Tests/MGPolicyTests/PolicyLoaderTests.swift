@@ -233,7 +233,7 @@ private func errors(of text: String, file: String = "policy.yaml") -> [String] {
         #expect(found[0].hasPrefix("policy.yaml:1:1: time_restrictions: is not supported yet by this version of mg-run"))
         #expect(found[1].hasPrefix("policy.yaml:5:5: rules[0].conditions: is not supported yet"))
         #expect(found[2].hasPrefix("policy.yaml:6:18: rules[0].rate_limit.max_depth: is not supported yet"))
-        #expect(found[3] == "policy.yaml:8:11: on_limit_exceeded.action: 'pause' is not supported yet by this version of mg-run; use deny, queue or graceful_conclude")
+        #expect(found[3] == "policy.yaml:8:11: on_limit_exceeded.action: 'pause' is not supported yet by this version of mg-run; use deny, queue, graceful_conclude or kill")
     }
 
     @Test func reportsEveryErrorNotOnlyFirst() {
@@ -291,7 +291,13 @@ private func errors(of text: String, file: String = "policy.yaml") -> [String] {
           gpt-4o: {input_per_mtok: 2.50, output_per_mtok: 10.00, cached_input_per_mtok: 1.25, max_output_tokens: 16384}
           gpt-4o-mini: {input_per_mtok: 0.15, output_per_mtok: 0.60}
           gpt-4: {input_per_mtok: 30, output_per_mtok: 60}
+          claude-x: {input_per_mtok: 3, output_per_mtok: 15, cache_write_per_mtok: 3.75, cache_write_1h_per_mtok: 7}
         """, file: "prices.yaml")
+
+    @Test func oneHourWritePrice() {
+        #expect(table.price(for: "claude-x")?.cacheWrite1hPerToken == 7_000_000)
+        #expect(table.price(for: "gpt-4o")?.cacheWrite1hPerToken == 5_000_000)
+    }
 
     @Test func exactAndDatedIds() {
         #expect(table.price(for: "gpt-4o")?.inputPerToken == 2_500_000)

@@ -55,4 +55,19 @@ import Testing
         #expect(parsed?.cacheReadTokens == 100)
         #expect(parsed?.outputTokens == 7)
     }
+
+    @Test func oneHourCacheWritesSplitOut() {
+        let body = Array(#"{"usage":{"input_tokens":5,"output_tokens":2,"cache_creation_input_tokens":300,"cache_read_input_tokens":0,"cache_creation":{"ephemeral_5m_input_tokens":100,"ephemeral_1h_input_tokens":200}}}"#.utf8)
+        let parsed = UsageParser.usage(endpoint: .messages, body: body)
+        #expect(parsed?.cacheWriteTokens == 100)
+        #expect(parsed?.cacheWrite1hTokens == 200)
+        #expect(parsed?.inputTokens == 305)
+    }
+
+    @Test func oneHourWritesCappedByTotal() {
+        let body = Array(#"{"usage":{"input_tokens":5,"output_tokens":2,"cache_creation_input_tokens":50,"cache_creation":{"ephemeral_1h_input_tokens":900}}}"#.utf8)
+        let parsed = UsageParser.usage(endpoint: .messages, body: body)
+        #expect(parsed?.cacheWriteTokens == 0)
+        #expect(parsed?.cacheWrite1hTokens == 50)
+    }
 }

@@ -239,15 +239,14 @@ print(json.dumps(seen))
 
 
 def test_anthropic_one_hour_write_priced(tmp_path):
-    # Anthropic bills a 1-hour cache write at twice the base input price, as
-    # third-party price lists give it, where a 5-minute write (cache_write_per_mtok) is 1.25 times.
-    # NOTE: prices.yaml has no 1-hour column, so the factor of 2 is stated here.
+    # A write with ttl 1h is priced at cache_write_1h_per_mtok, not the 5-minute cache_write_per_mtok.
     result = run_mg(tmp_path, ALLOW_ALL, ONE_HOUR_AGENT, "--upstream", "simulate")
     seen = agent_output(result)
     assert seen[0]["write_1h"] > 0
     assert seen[0]["write_1h"] == seen[0]["write"]
     assert seen[1]["read"] == seen[0]["write"]
-    one_hour_rate = 2 * price("claude-sonnet-4-5", "input_per_mtok")
+    one_hour_rate = price("claude-sonnet-4-5", "cache_write_1h_per_mtok")
+    assert one_hour_rate == 2 * price("claude-sonnet-4-5", "input_per_mtok")
     expected = [("claude-sonnet-4-5", anthropic_total_input(usage), usage["output"],
                  dollars("claude-sonnet-4-5", uncached=usage["input"], cache_read=usage["read"], cache_write=usage["write"],
                          output=usage["output"], cache_write_per_mtok=one_hour_rate))
