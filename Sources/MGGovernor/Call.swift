@@ -18,6 +18,9 @@ public struct CallDescriptor: Sendable {
     public var choices: Int
     /// A hash of the request body, so a request repeated after an error is recognised as a retry.
     public var fingerprint: UInt64 = 0
+    /// The host and path of an egress request, for `request.domain` and `request.path` in conditions.
+    public var domain: String?
+    public var path: String?
     /// Whether the request may write a prompt cache (an Anthropic `cache_control`), which bills input above its base price.
     public var mayWriteCache = false
     /// The client's own retry counter (`x-stainless-retry-count`), 0 for a first attempt.

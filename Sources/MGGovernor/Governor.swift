@@ -77,6 +77,10 @@ public final class Governor: Sendable {
         var totals = Totals()
         var budgets: [Int: BudgetState] = [:]  // by layer index
         var budgetEvents: [BudgetEvent] = []
+        /// Recent operations, for the metrics conditions read; empty when no condition reads one.
+        let history = CallHistory()
+        /// Admitted calls of this task that write output.
+        var iterations = 0
         /// Other runs' calls of this agent from the ledger: by rule, and all of them for budgets.
         var shared: [RuleKey: SharedWindow] = [:]
         var sharedAll = SharedWindow()
@@ -89,14 +93,36 @@ public final class Governor: Sendable {
     public let tracksRetries: Bool
 
     private let ledger: (any SharedLedger)?
+    private let identity: RunIdentity
+    private let taskID: String
+    /// Whether any condition reads a metric, so operations must be kept in the history.
+    private let recordsHistory: Bool
+    private let hasConditions: Bool
+    /// Whether callers must compute request fingerprints: for retry limits or same-action metrics.
+    public let needsFingerprints: Bool
 
     /// With a ledger, every window, task limit and budget also counts the calls of the agent's other runs.
-    public init(layers: [Policy], time: any TimeSource = SystemTimeSource(), ledger: (any SharedLedger)? = nil) {
+    public init(layers: [Policy], time: any TimeSource = SystemTimeSource(), ledger: (any SharedLedger)? = nil,
+                identity: RunIdentity = RunIdentity(), taskID: String = "") {
         self.layers = layers
         self.ledger = ledger
+        self.identity = identity
+        self.taskID = taskID
+        let conditions = layers.flatMap { $0.rules.flatMap(\.conditions) }
+        self.hasConditions = !conditions.isEmpty
+        self.recordsHistory = conditions.contains { !$0.metrics.isEmpty }
+        let fingerprintMetrics = conditions.contains { condition in
+            condition.metrics.contains { metric in
+                switch metric {
+                case .sameActionRepeated, .sameActionCount: return true
+                default: return false
+                }
+            }
+        }
         self.tracksRetries = layers.contains { layer in
             (layer.rules + (layer.globalRule.map { [$0] } ?? [])).contains { $0.rateLimit.maxRetries != nil || $0.rateLimit.retryDelaySeconds != nil }
         }
+        self.needsFingerprints = tracksRetries || fingerprintMetrics
         self.time = time
         self.state = Locked(State())
     }
@@ -112,6 +138,19 @@ public final class Governor: Sendable {
             if case .refuse = decision, countsDenial {
                 state.totals.denied += 1
                 recordDenialAsFailure(call, state: &state)
+                if recordsHistory {
+                    state.history.record(CallHistory.Event(time: now, id: 0, action: call.actions[0], fingerprint: call.fingerprint,
+                                                           inputTokens: 0, outputTokens: 0, cost: 0, outcome: .denied))
+                }
+            }
+            if case .admit(let admission) = decision {
+                if call.producesOutput { state.iterations += 1 }
+                if recordsHistory, let reservation = state.reservations[admission.id] {
+                    state.history.record(CallHistory.Event(
+                        time: now, id: admission.id, action: call.actions[0], fingerprint: call.fingerprint,
+                        inputTokens: call.inputTokensBound, outputTokens: Int(reservation.tokens) - call.inputTokensBound,
+                        cost: reservation.cost.picodollars, outcome: .pending))
+                }
             }
             return decision
         }
@@ -179,6 +218,9 @@ public final class Governor: Sendable {
                 }
             }
             settleBudgets(reservation: reservation, cost: cost, state: &state)
+            if recordsHistory {
+                state.history.update(id: id, outcome: .settled, inputTokens: usage.inputTokens, outputTokens: usage.outputTokens, cost: cost.picodollars)
+            }
             state.totals.reserved -= reservation.cost
             state.totals.inFlight -= 1
             state.totals.cost += cost
@@ -202,6 +244,8 @@ public final class Governor: Sendable {
     private func giveBack(_ id: UInt64, now: Double, failed: Bool) -> Bool {
         state.withLock { state -> Bool in
             guard let reservation = state.reservations.removeValue(forKey: id) else { return false }
+            if recordsHistory { state.history.update(id: id, outcome: .failed) }
+            if reservation.producesOutput { state.iterations -= 1 }
             for key in reservation.rules {
                 // Mutated in place, so the window array is not copied.
                 state.rules[key]?.reserved -= reservation.cost
@@ -321,8 +365,29 @@ public final class Governor: Sendable {
         }
     }
 
+    /// Returns what conditions read for this call: its request, the run's identity, the history and the ledger.
+    private func environment(_ call: CallDescriptor, now: Double, state: State) -> DecisionEnvironment {
+        let price = call.price
+        let inputRate = call.mayWriteCache ? price.inputPerTokenWritingCache : price.inputPerToken
+        let output = call.producesOutput ? (call.requestedOutputTokens ?? price.maxOutputTokens) * call.choices : 0
+        let bound = Int64(call.inputTokensBound) * inputRate + price.perCall + Int64(output) * price.outputPerToken
+        let dayStart = (now / 86_400).rounded(.down) * 86_400
+        let shared = state.sharedAll.total(.picodollars, after: dayStart.nextDown).total
+        return DecisionEnvironment(call: call, now: now, identity: identity, taskID: taskID, history: state.history,
+                                   taskCalls: state.totals.calls, taskIterations: state.iterations,
+                                   estimatedCost: Double(bound) / 1e12, sharedCostToday: Double(shared) / 1e12,
+                                   averageTaskCost: ledger?.averageTaskCost.map { Double($0.picodollars) / 1e12 })
+    }
+
     private func decide(_ call: CallDescriptor, now: Double, state: inout State) -> Decision {
         var matched: [(key: RuleKey, rule: Rule)] = []
+        let conditionEnvironment = hasConditions ? environment(call, now: now, state: state) : nil
+        // A rule applies when its glob matches one of the call's names and all its conditions hold.
+        func applies(_ rule: Rule) -> Bool {
+            guard call.actions.contains(where: rule.matches) else { return false }
+            guard let conditionEnvironment, !rule.conditions.isEmpty else { return true }
+            return rule.conditions.allSatisfy { $0.evaluate(conditionEnvironment) }
+        }
         for (layerIndex, layer) in layers.enumerated() {
             // A layer's global limits apply to every call, but allow nothing by themselves.
             if let global = layer.globalRule {
@@ -330,7 +395,7 @@ public final class Governor: Sendable {
             }
             guard !layer.rules.isEmpty else { continue }
             var layerMatched = false
-            for (ruleIndex, rule) in layer.rules.enumerated() where call.actions.contains(where: rule.matches) {
+            for (ruleIndex, rule) in layer.rules.enumerated() where applies(rule) {
                 layerMatched = true
                 if rule.effect == .deny {
                     return .refuse(Refusal(

@@ -59,6 +59,9 @@ public protocol SharedLedger: AnyObject, Sendable {
 
     /// Removes a call the provider did not bill.
     func released(id: UInt64)
+
+    /// The mean cost of the agent's finished tasks, for `average_cost` in conditions; nil before the first.
+    var averageTaskCost: USD? { get }
 }
 
 /// The calls of other runs that fall under one rule, for its windows and task limits.

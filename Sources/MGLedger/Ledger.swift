@@ -32,6 +32,8 @@ public final class Ledger: SharedLedger, @unchecked Sendable {
     private let selectOthers: Statement
     private let selectDataVersion: Statement
     private var lastDataVersion: Int64 = -1
+    /// The mean settled cost of this agent's tasks whose runs have ended, read when the ledger opens.
+    public private(set) var averageTaskCost: USD?
     private var lastRecovery = 0.0
 
     /// Seconds between checks for runs that died with reservations.
@@ -136,6 +138,17 @@ public final class Ledger: SharedLedger, @unchecked Sendable {
             """)
         selectDataVersion = try connection.prepare("PRAGMA data_version")
         try lock.withLock { _ throws(LedgerError) in try recoverDeadRuns(now: Date().timeIntervalSince1970) }
+        var average: Int64?
+        try connection.prepare("""
+            SELECT avg(total) FROM (
+                SELECT sum(coalesce(c.cost_picodollars, 0)) AS total FROM calls c
+                WHERE c.agent_id = ? AND c.state = 'settled'
+                  AND c.task_id NOT IN (SELECT task_id FROM runs WHERE agent_id = ? AND ended_at IS NULL)
+                GROUP BY c.task_id)
+            """).run([.text(agentID), .text(agentID)]) { row in
+            if !row.isNull(0) { average = Int64(row.real(0).rounded(.up)) }
+        }
+        averageTaskCost = average.map { USD(picodollars: $0) }
     }
 
     // MARK: - SharedLedger

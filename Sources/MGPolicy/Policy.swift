@@ -100,6 +100,8 @@ public struct Rule: Sendable {
     public var requireConclusionAfter: Int?
     /// Kept allowed when a budget threshold pauses non-essential actions.
     public var essential = false
+    /// `conditions`: the rule applies only to operations for which every one holds.
+    public var conditions: [Condition] = []
     /// `requires`: context values the operation must carry, as text (`true`, `verified`).
     public var requires: [(key: String, value: String)] = []
     /// The rule's start position and key path such as `rules[2]`, for messages.
@@ -255,6 +257,8 @@ public struct Policy: Sendable {
     public var unknownModelAllowFree: Bool?
     /// `prices:` entries by model glob, overriding the price table.
     public var priceOverrides: [(glob: String, price: ModelPrice)] = []
+    /// Top-level lists of scalars, by name, for conditions (`request.domain in allowed_domains`).
+    public var namedLists: [String: ExpressionValue] = [:]
     /// The runs the layer applies to; nil matches every run.
     public var agentMatch: AgentMatch?
 

@@ -12,8 +12,9 @@ public enum PolicyLoader {
         "anomaly_detection", "circuit_breaker", "emergency_stop", "cost_tracking", "optimization", "scaling",
         "run", "upstreams",
     ]
-    static let supportedRuleKeys = ["action", "effect", "rate_limit", "cost_ceiling", "behavioral_limits", "essential", "name", "description", "requires"]
-    static let notSupportedRuleKeys = ["conditions", "audit"]
+    static let supportedRuleKeys = ["action", "effect", "rate_limit", "cost_ceiling", "behavioral_limits", "essential", "name", "description", "requires",
+                                     "conditions"]
+    static let notSupportedRuleKeys = ["audit"]
     static let supportedRateLimitKeys = [
         "max_per_second", "max_per_minute", "max_per_hour", "max_per_day", "max_per_task", "max_concurrent",
         "max_tokens_per_call", "max_input_tokens_per_call", "max_output_tokens_per_call",
@@ -64,6 +65,9 @@ public enum PolicyLoader {
                                        allowUnknown: isNamedList)
         else { return policy }
 
+        for (key, node) in top where !supportedTopLevel.contains(key) {
+            if let list = ExpressionValue(yamlList: node) { policy.namedLists[key] = list }
+        }
         for key in metadataKeys {
             guard let node = top[key] else { continue }
             if let text = node.scalarText {
@@ -77,7 +81,7 @@ public enum PolicyLoader {
         }
         if let node = top["rules"], let items = reader.sequence(node, path: "rules") {
             for (index, item) in items.enumerated() {
-                if let rule = readRule(item, path: "rules[\(index)]", reader: &reader) {
+                if let rule = readRule(item, path: "rules[\(index)]", namedLists: policy.namedLists, reader: &reader) {
                     policy.rules.append(rule)
                 }
             }
@@ -158,7 +162,7 @@ public enum PolicyLoader {
         return match
     }
 
-    static func readRule(_ node: YAMLNode, path: String, reader: inout SchemaReader) -> Rule? {
+    static func readRule(_ node: YAMLNode, path: String, namedLists: [String: ExpressionValue] = [:], reader: inout SchemaReader) -> Rule? {
         guard let keys = reader.mapping(node, path: path, supported: supportedRuleKeys, notSupportedYet: notSupportedRuleKeys) else { return nil }
         guard let actionNode = keys["action"] else {
             reader.fail(node, path, "missing key 'action'; add a glob such as action: \"llm:*\"")
@@ -190,6 +194,9 @@ public enum PolicyLoader {
         }
         if let essentialNode = keys["essential"], let essential = reader.boolean(essentialNode, path: "\(path).essential") {
             rule.essential = essential
+        }
+        if let conditionsNode = keys["conditions"] {
+            rule.conditions = reader.conditions(conditionsNode, path: "\(path).conditions", namedLists: namedLists)
         }
         if let requiresNode = keys["requires"] {
             if case .mapping(let pairs) = requiresNode.value {

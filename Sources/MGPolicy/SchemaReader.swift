@@ -14,6 +14,31 @@ struct SchemaReader {
         errors.append(PolicyError(position: node.position, path: path, message: message))
     }
 
+    /// Reads a list of condition expressions (or one expression) and parses each against the policy's named lists.
+    mutating func conditions(_ node: YAMLNode, path: String, namedLists: [String: ExpressionValue]) -> [Condition] {
+        let items: [(YAMLNode, String)]
+        if node.scalarText != nil {
+            items = [(node, path)]
+        } else if let list = sequence(node, path: path) {
+            items = list.enumerated().map { ($1, "\(path)[\($0)]") }
+        } else {
+            return []
+        }
+        var result: [Condition] = []
+        for (item, itemPath) in items {
+            guard case .scalar(let text, let plain) = item.value else {
+                fail(item, itemPath, "expected an expression string such as \"cost_today < 5\", got \(item.kindName)")
+                continue
+            }
+            do {
+                result.append(try ConditionParser.parse(text, position: item.position, namedLists: namedLists, quoted: !plain))
+            } catch {
+                errors.append(PolicyError(position: error.position, path: itemPath, message: error.message))
+            }
+        }
+        return result
+    }
+
     /// Returns the mapping's supported keys and their values. Reports a node that
     /// is not a mapping, duplicate keys, keys that POLICY's format defines but
     /// this version does not enforce, and unknown keys with a suggestion.

@@ -161,7 +161,7 @@ public final class MeteringProxy: HTTPHandler {
                 actions: call.actions, model: call.model, price: price,
                 inputTokensBound: call.inputTokensBound, inputTokensEstimate: call.inputTokensEstimate,
                 requestedOutputTokens: call.requestedOutput, producesOutput: endpoint != .embeddings, choices: call.choices)
-            if governor.tracksRetries {
+            if governor.needsFingerprints {
                 descriptor.fingerprint = fingerprint(request.body)
                 descriptor.retryCount = request.headers["x-stainless-retry-count"].flatMap { Int($0) } ?? 0
             }

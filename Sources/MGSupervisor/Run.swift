@@ -97,7 +97,7 @@ public final class Run: Sendable {
         } catch {
             throw RunError("cannot open the \(error.description)")
         }
-        let governor = Governor(layers: layers, ledger: ledger)
+        let governor = Governor(layers: layers, ledger: ledger, identity: options.identity, taskID: taskID)
         var audit: AuditLog?
         if let path = options.auditPath {
             do {

@@ -1,0 +1,241 @@
+import Foundation
+import Testing
+@testable import MGGovernor
+@testable import MGPolicy
+
+private let price = ModelPrice(inputPerToken: 1_000_000, outputPerToken: 2_000_000, maxOutputTokens: 1_000)
+
+private func call(model: String = "m", input: Int = 100, output: Int? = 100, context: [String: String] = [:], fingerprint: UInt64 = 0) -> CallDescriptor {
+    var descriptor = CallDescriptor(actions: ["llm:\(model)", "llm:completion"], model: model, price: price,
+                                    inputTokensBound: input, inputTokensEstimate: input / 4, requestedOutputTokens: output)
+    descriptor.context = context
+    descriptor.fingerprint = fingerprint
+    return descriptor
+}
+
+/// Loads a policy from YAML, so conditions are parsed exactly as a user's file is.
+private func governor(_ yaml: String, time: ManualTimeSource = ManualTimeSource(), identity: RunIdentity = RunIdentity()) throws -> Governor {
+    Governor(layers: [try PolicyLoader.parse(text: yaml, file: "c.yaml")], time: time, identity: identity, taskID: "t-1")
+}
+
+@Suite struct ConditionRuleTests {
+    @Test func ruleAppliesOnlyWhenConditionHolds() throws {
+        let subject = try governor("""
+            rules:
+              - action: "llm:*"
+                conditions: ["request.model == 'cheap'"]
+            """)
+        #expect(subject.admit(call(model: "cheap")).admission != nil)
+        #expect(subject.admit(call(model: "dear")).refusal?.limit == "default_effect")
+    }
+
+    @Test func denyRuleWithConditionDeniesOnlyThen() throws {
+        let subject = try governor("""
+            allowed_regions: [eu, us]
+            rules:
+              - action: "llm:*"
+              - action: "llm:*"
+                effect: deny
+                conditions: ["context.region not in allowed_regions"]
+            """)
+        #expect(subject.admit(call(context: ["region": "eu"])).admission != nil)
+        #expect(subject.admit(call(context: ["region": "apac"])).refusal?.limit == "rules[1]")
+        // A missing value is not in any list, so the deny rule applies.
+        #expect(subject.admit(call()).refusal?.limit == "rules[1]")
+    }
+
+    @Test func everyConditionMustHold() throws {
+        let subject = try governor("""
+            rules:
+              - action: "llm:*"
+                conditions: ["request.max_tokens <= 500", "request.input_tokens < 1000"]
+            """)
+        #expect(subject.admit(call(input: 400, output: 100)).admission != nil)
+        #expect(subject.admit(call(input: 400, output: 900)).refusal != nil)
+        #expect(subject.admit(call(input: 8_000, output: 100)).refusal != nil)
+    }
+
+    @Test func contextNumbersCompareAsNumbers() throws {
+        let subject = try governor("""
+            rules:
+              - action: "llm:*"
+                conditions: ["context.priority >= 2"]
+            """)
+        #expect(subject.admit(call(context: ["priority": "3"])).admission != nil)
+        #expect(subject.admit(call(context: ["priority": "1"])).refusal != nil)
+    }
+
+    @Test func timeOfDayFromClock() throws {
+        // 1_800_000_000 is 2027-01-15 08:00:00 UTC, a Friday.
+        let time = ManualTimeSource(start: 1_800_000_000)
+        let subject = try governor("""
+            rules:
+              - action: "llm:*"
+                conditions: ["time.hour >= 9 AND time.hour < 17", "time.weekday in ['mon', 'tue', 'wed', 'thu', 'fri']"]
+            """, time: time)
+        #expect(subject.admit(call()).refusal != nil)
+        time.advance(by: 3_600)
+        #expect(subject.admit(call()).admission != nil)
+    }
+
+    @Test func agentIdentityVariables() throws {
+        let yaml = """
+            rules:
+              - action: "llm:*"
+                conditions: ["'research' in agent.tags AND agent.trust_tier >= 'verified' AND agent.id == 'crawler'"]
+            """
+        let trusted = RunIdentity(agentID: "crawler", tags: ["research"], trustTier: .verified)
+        #expect(try governor(yaml, identity: trusted).admit(call()).admission != nil)
+        let basic = RunIdentity(agentID: "crawler", tags: ["research"], trustTier: .basic)
+        #expect(try governor(yaml, identity: basic).admit(call()).refusal != nil)
+    }
+
+    @Test func estimatedCostBoundsTheCall() throws {
+        // 100 input tokens at 1 USD/M plus 100 output tokens at 2 USD/M: 0.0003 USD.
+        let subject = try governor("""
+            rules:
+              - action: "llm:*"
+                conditions: ["estimated_cost_usd <= 0.0003"]
+            """)
+        #expect(subject.admit(call(output: 100)).admission != nil)
+        #expect(subject.admit(call(output: 101)).refusal != nil)
+    }
+
+    @Test func taskCallsCountAdmissions() throws {
+        let subject = try governor("""
+            rules:
+              - action: "llm:*"
+                conditions: ["task.calls < 2"]
+            """)
+        #expect(subject.admit(call()).admission != nil)
+        #expect(subject.admit(call()).admission != nil)
+        #expect(subject.admit(call()).refusal != nil)
+    }
+}
+
+@Suite struct ConditionMetricTests {
+    @Test func callsInWindowExpire() throws {
+        let time = ManualTimeSource()
+        let subject = try governor("""
+            rules:
+              - action: "llm:*"
+                conditions: ["calls in last 1 minute < 2"]
+            """, time: time)
+        for _ in 0..<2 { _ = subject.admit(call()).admission.map { subject.settle($0.id, usage: Usage(uncachedInputTokens: 1, outputTokens: 1)) } }
+        #expect(subject.admit(call()).refusal != nil)
+        time.advance(by: 61)
+        #expect(subject.admit(call()).admission != nil)
+    }
+
+    @Test func costLastHourUsesSettledCost() throws {
+        let subject = try governor("""
+            rules:
+              - action: "llm:*"
+                conditions: ["cost_last_hour < 0.001"]
+            """)
+        let first = try #require(subject.admit(call()).admission)
+        subject.settle(first.id, usage: Usage(uncachedInputTokens: 1_000, outputTokens: 0))
+        #expect(subject.admit(call()).refusal != nil)
+    }
+
+    @Test func sameActionRepeatedBreaksLoop() throws {
+        let subject = try governor("""
+            rules:
+              - action: "llm:*"
+                conditions: ["same_action_repeated <= 3"]
+            """)
+        #expect(subject.needsFingerprints)
+        for _ in 0..<3 { #expect(subject.admit(call(fingerprint: 7)).admission != nil) }
+        #expect(subject.admit(call(fingerprint: 7)).refusal != nil)
+        // A different payload ends the run of identical operations.
+        #expect(subject.admit(call(fingerprint: 8)).admission != nil)
+    }
+
+    @Test func errorsCountFailedCalls() throws {
+        let subject = try governor("""
+            rules:
+              - action: "llm:*"
+                conditions: ["errors_last_5min < 2"]
+            """)
+        for _ in 0..<2 { subject.admit(call()).admission.map { subject.release($0.id) } }
+        #expect(subject.admit(call()).refusal != nil)
+    }
+
+    @Test func tokenTrendOverCalls() throws {
+        let subject = try governor("""
+            rules:
+              - action: "llm:*"
+                conditions: ["NOT (tokens_per_call_trend over 2 calls > 2x)"]
+            """)
+        for tokens in [100, 150, 300] {
+            let admission = try #require(subject.admit(call()).admission)
+            subject.settle(admission.id, usage: Usage(uncachedInputTokens: tokens, outputTokens: 0))
+        }
+        // 300 tokens against 100 two calls earlier is a 3x trend.
+        #expect(subject.admit(call()).refusal != nil)
+    }
+
+    @Test func historyIsOffWithoutMetrics() throws {
+        let subject = try governor("""
+            rules:
+              - action: "llm:*"
+                conditions: ["request.model == 'm'"]
+            """)
+        #expect(!subject.needsFingerprints)
+        #expect(subject.admit(call()).admission != nil)
+    }
+}
+
+@Suite struct ConditionLoadingTests {
+    private func errors(_ yaml: String) -> [String] {
+        do {
+            _ = try PolicyLoader.parse(text: yaml, file: "c.yaml")
+            return []
+        } catch {
+            return error.errors.map(\.description)
+        }
+    }
+
+    @Test func unknownIdentifierNamesPath() {
+        let found = errors("""
+            rules:
+              - action: "llm:*"
+                conditions: ["cost_todya < 5"]
+            """)
+        #expect(found.count == 1)
+        #expect(found.first?.hasPrefix("c.yaml:3:19: rules[0].conditions[0]: ") == true)
+        #expect(found.first?.contains("cost_today") == true)
+    }
+
+    @Test func undefinedNamedListIsError() {
+        let found = errors("""
+            rules:
+              - action: "llm:*"
+                conditions: ["request.domain in allowed_domain"]
+            """)
+        #expect(found.first?.contains("allowed_domain") == true)
+    }
+
+    @Test func singleStringIsOneCondition() throws {
+        let policy = try PolicyLoader.parse(text: """
+            rules:
+              - action: "llm:*"
+                conditions: "time.hour < 20"
+            """, file: "c.yaml")
+        #expect(policy.rules[0].conditions.map(\.text) == ["time.hour < 20"])
+    }
+
+    @Test func namedListsAreLoaded() throws {
+        let policy = try PolicyLoader.parse(text: "allowed_domains: [a.com, b.com]\nrules: [{action: \"llm:*\"}]", file: "c.yaml")
+        #expect(policy.namedLists["allowed_domains"] == .list([.string("a.com"), .string("b.com")]))
+    }
+
+    @Test func everyBadConditionIsReported() {
+        let found = errors("""
+            rules:
+              - action: "llm:*"
+                conditions: ["(calls_last_minute > 3", "bogus == 1", "time.hour >"]
+            """)
+        #expect(found.count == 3)
+    }
+}
