@@ -97,6 +97,7 @@ public final class Governor: Sendable {
     private let taskID: String
     /// Whether any condition reads a metric, so operations must be kept in the history.
     private let recordsHistory: Bool
+    /// Whether any rule has conditions, so decisions need an environment to evaluate them.
     private let hasConditions: Bool
     /// Whether callers must compute request fingerprints: for retry limits or same-action metrics.
     public let needsFingerprints: Bool
@@ -108,8 +109,9 @@ public final class Governor: Sendable {
         self.ledger = ledger
         self.identity = identity
         self.taskID = taskID
-        let conditions = layers.flatMap { $0.rules.flatMap(\.conditions) }
-        self.hasConditions = !conditions.isEmpty
+        // Rules' conditions and model fallbacks' `when` read the same variables and metrics.
+        let conditions = layers.flatMap { $0.rules.flatMap(\.conditions) + ($0.optimization?.modelFallbacks.compactMap(\.when) ?? []) }
+        self.hasConditions = layers.contains { $0.rules.contains { !$0.conditions.isEmpty } }
         self.recordsHistory = conditions.contains { !$0.metrics.isEmpty }
         let fingerprintMetrics = conditions.contains { condition in
             condition.metrics.contains { metric in
@@ -363,6 +365,12 @@ public final class Governor: Sendable {
             let until = max(state.rules[key]?.cooldownUntil ?? 0, now + Double(seconds))
             state.rules[key]?.cooldownUntil = until
         }
+    }
+
+    /// Evaluates a condition, such as a model fallback's `when`, against a call and the run's state now.
+    public func holds(_ condition: Condition, for call: CallDescriptor) -> Bool {
+        let now = time.now()
+        return state.withLock { condition.evaluate(environment(call, now: now, state: $0)) }
     }
 
     /// Returns what conditions read for this call: its request, the run's identity, the history and the ledger.

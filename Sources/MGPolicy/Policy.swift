@@ -183,6 +183,40 @@ public struct FallbackStep: Sendable, Equatable {
     }
 }
 
+/// One `optimization.model_fallback` rule: while `when` holds, calls to a model matching `from` go to `to`.
+public struct ModelFallback: Sendable {
+    public var when: Condition?
+    /// A glob over action names, such as `llm:gpt-4*`.
+    public var from: String
+    public var to: String
+    /// Globs of which the call must match one; empty for every call.
+    public var forActions: [String]
+    public var path: String
+
+    public init(when: Condition?, from: String, to: String, forActions: [String] = [], path: String) {
+        self.when = when
+        self.from = from
+        self.to = to
+        self.forActions = forActions
+        self.path = path
+    }
+
+    /// Returns whether the fallback moves a call with these names, before its condition is checked.
+    public func covers(_ actions: [String]) -> Bool {
+        actions.contains(where: Rule(action: from).matches)
+            && (forActions.isEmpty || forActions.contains { glob in actions.contains(where: Rule(action: glob).matches) })
+    }
+}
+
+/// `optimization`: cheaper models and shorter contexts.
+public struct Optimization: Sendable {
+    public var modelFallbacks: [ModelFallback] = []
+    /// `context_trimming.max_context_tokens` when trimming is enabled.
+    public var maxContextTokens: Int?
+
+    public init() {}
+}
+
 /// One `notify` entry of `on_limit_exceeded`: a message with placeholders sent when a limit is hit.
 public struct LimitNotification: Sendable, Equatable {
     public var channel: String
@@ -257,6 +291,7 @@ public struct Policy: Sendable {
     public var unknownModelAllowFree: Bool?
     /// `prices:` entries by model glob, overriding the price table.
     public var priceOverrides: [(glob: String, price: ModelPrice)] = []
+    public var optimization: Optimization?
     /// Top-level lists of scalars, by name, for conditions (`request.domain in allowed_domains`).
     public var namedLists: [String: ExpressionValue] = [:]
     /// The runs the layer applies to; nil matches every run.

@@ -6,10 +6,10 @@ import Foundation
 public enum PolicyLoader {
     static let metadataKeys = ["name", "version", "description", "owner", "approved_by", "last_updated", "rationale", "changelog"]
     static let supportedTopLevel = metadataKeys + ["rules", "on_limit_exceeded", "default_effect", "global_rate_limit", "rate_limit", "prices", "unknown_model", "budget",
-                                                   "agent_match"]
+                                                   "agent_match", "optimization"]
     static let notSupportedTopLevel = [
         "time_restrictions", "approval_required",
-        "anomaly_detection", "circuit_breaker", "emergency_stop", "cost_tracking", "optimization", "scaling",
+        "anomaly_detection", "circuit_breaker", "emergency_stop", "cost_tracking", "scaling",
         "run", "upstreams",
     ]
     static let supportedRuleKeys = ["action", "effect", "rate_limit", "cost_ceiling", "behavioral_limits", "essential", "name", "description", "requires",
@@ -130,7 +130,65 @@ public enum PolicyLoader {
         if let node = top["agent_match"] {
             policy.agentMatch = readAgentMatch(node, reader: &reader)
         }
+        if let node = top["optimization"] {
+            policy.optimization = readOptimization(node, namedLists: policy.namedLists, reader: &reader)
+        }
         return policy
+    }
+
+    static func readOptimization(_ node: YAMLNode, namedLists: [String: ExpressionValue], reader: inout SchemaReader) -> Optimization? {
+        guard let keys = reader.mapping(node, path: "optimization", supported: ["model_fallback", "context_trimming"]) else { return nil }
+        var result = Optimization()
+        func enabled(_ fields: [String: YAMLNode], _ path: String) -> Bool {
+            fields["enabled"].flatMap { reader.boolean($0, path: "\(path).enabled") } ?? true
+        }
+        if let fallbackNode = keys["model_fallback"] {
+            let path = "optimization.model_fallback"
+            if let fields = reader.mapping(fallbackNode, path: path, supported: ["enabled", "rules"]) {
+                let on = enabled(fields, path)
+                for (index, item) in (fields["rules"].flatMap { reader.sequence($0, path: "\(path).rules") } ?? []).enumerated() {
+                    let itemPath = "\(path).rules[\(index)]"
+                    guard let rule = reader.mapping(item, path: itemPath, supported: ["when", "fallback"]) else { continue }
+                    let when = rule["when"].flatMap { reader.conditions($0, path: "\(itemPath).when", namedLists: namedLists).first }
+                    guard let targetNode = rule["fallback"] else {
+                        reader.fail(item, itemPath, "missing key 'fallback'; write fallback: {from: \"llm:gpt-4o\", to: \"llm:gpt-4o-mini\"}")
+                        continue
+                    }
+                    guard let target = reader.mapping(targetNode, path: "\(itemPath).fallback", supported: ["from", "to", "for_actions"]) else { continue }
+                    let from = target["from"].flatMap { reader.string($0, path: "\(itemPath).fallback.from") }
+                    let to = target["to"].flatMap { reader.string($0, path: "\(itemPath).fallback.to") }
+                    let forActions = target["for_actions"].flatMap { reader.strings($0, path: "\(itemPath).fallback.for_actions") } ?? []
+                    for key in ["from", "to"] where target[key] == nil {
+                        reader.fail(targetNode, "\(itemPath).fallback", "missing key '\(key)'; write {from: \"llm:gpt-4o\", to: \"llm:gpt-4o-mini\"}")
+                    }
+                    if let from, !from.hasPrefix("llm:"), let fromNode = target["from"] {
+                        reader.fail(fromNode, "\(itemPath).fallback.from", "'\(from)' is not an LLM action; write llm:<model>, such as \"llm:gpt-4o\"")
+                    }
+                    if let to, !to.hasPrefix("llm:") || to.contains("*") || to.count <= 4, let toNode = target["to"] {
+                        reader.fail(toNode, "\(itemPath).fallback.to", "'\(to)' is not a model; write llm:<model> without globs, such as \"llm:gpt-4o-mini\"")
+                    }
+                    if on, let from, let to, from.hasPrefix("llm:"), to.hasPrefix("llm:") {
+                        result.modelFallbacks.append(ModelFallback(when: when, from: from, to: String(to.dropFirst(4)), forActions: forActions, path: itemPath))
+                    }
+                }
+            }
+        }
+        if let trimNode = keys["context_trimming"] {
+            let path = "optimization.context_trimming"
+            if let fields = reader.mapping(trimNode, path: path, supported: ["enabled", "max_context_tokens", "trim_strategy"]) {
+                let on = enabled(fields, path)
+                if let strategy = fields["trim_strategy"] {
+                    _ = reader.choice(strategy, path: "\(path).trim_strategy", among: ["keep_recent_and_important"])
+                }
+                if let limitNode = fields["max_context_tokens"], let limit = reader.count(limitNode, path: "\(path).max_context_tokens") {
+                    if limit < 1 { reader.fail(limitNode, "\(path).max_context_tokens", "must be at least 1, got 0") }
+                    if on { result.maxContextTokens = limit }
+                } else if on && fields["max_context_tokens"] == nil {
+                    reader.fail(trimNode, path, "missing key 'max_context_tokens'; give the largest input, in tokens, a call may keep")
+                }
+            }
+        }
+        return result
     }
 
     static func readAgentMatch(_ node: YAMLNode, reader: inout SchemaReader) -> AgentMatch? {

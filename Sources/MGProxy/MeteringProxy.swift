@@ -20,6 +20,10 @@ public struct ProxyConfiguration: Sendable {
     public var runID: String
     public var taskID: String
     public var agentID = "default"
+    /// `optimization.model_fallback` rules of every layer, in order.
+    public var modelFallbacks: [ModelFallback] = []
+    /// The smallest `optimization.context_trimming.max_context_tokens` of the layers that enable it.
+    public var maxContextTokens: Int?
     /// `--context` values, which every call carries.
     public var context: [String: String] = [:]
     /// The per-run token the agent must present instead of a provider key.
@@ -132,14 +136,19 @@ public final class MeteringProxy: HTTPHandler {
 
     private func meter(_ request: HTTPRequest, endpoint: Endpoint, started: Date) -> HTTPResponse {
         let provider = endpoint.provider
-        let call: ParsedCall
+        var call: ParsedCall
         do {
             call = try ParsedCall(endpoint: endpoint, body: request.body)
+            if let limit = configuration.maxContextTokens, endpoint != .embeddings {
+                call = try trimContext(call, limit: limit, started: started)
+            }
         } catch {
             record(AuditRecord(action: endpoint.kindAction, model: nil, decision: "deny", reason: "invalid request: \(error.message)"),
                    status: error.status, started: started)
             return ErrorBody.response(provider, status: error.status, type: "invalid_request_error", code: nil, message: error.message)
         }
+        let context = callContext(request)
+        applyModelFallback(&call, context: context, started: started)
         let action = call.modelAction
         // Free unknown models have no output limit either, so mg-run leaves the client's cap alone.
         let freePrice = configuration.unknownModelsFree ? ModelPrice(inputPerToken: 0, outputPerToken: 0, maxOutputTokens: 0) : nil
@@ -169,7 +178,6 @@ public final class MeteringProxy: HTTPHandler {
             descriptor.mayWriteCache = mayWriteCache
             return descriptor
         }
-        let context = callContext(request)
         // A \u escape could spell cache_control, so it counts as a possible cache write too.
         let mayWriteCache = endpoint == .messages && (contains(request.body, "\"cache_control\"") || contains(request.body, "\\u"))
         var current = call
@@ -249,6 +257,39 @@ public final class MeteringProxy: HTTPHandler {
             stop("on_limit_exceeded:kill", because: refusal.message)
         }
         return response
+    }
+
+    /// Shortens a call whose input is over `optimization.context_trimming.max_context_tokens`, dropping its oldest turns.
+    private func trimContext(_ call: ParsedCall, limit: Int, started: Date) throws(ClientError) -> ParsedCall {
+        switch try ContextTrimmer.trim(body: call.body, endpoint: call.endpoint, maxContextTokens: limit) {
+        case .unchanged:
+            return call
+        case .trimmed(let trimmed):
+            let reason = "context trimmed: \(trimmed.removedMessages) messages removed, about \(trimmed.estimatedTokensBefore) -> \(trimmed.estimatedTokensAfter) input tokens (optimization.context_trimming.max_context_tokens \(limit))"
+            record(AuditRecord(action: call.modelAction, model: call.model, decision: "trim", reason: reason), status: 0, started: started)
+            return try ParsedCall(endpoint: call.endpoint, body: trimmed.body)
+        case .cannotFit(_, let message):
+            logger.warning("context cannot be trimmed to fit; forwarding it whole", [("action", call.modelAction), ("detail", message)])
+            return call
+        }
+    }
+
+    /// Moves a call to a cheaper model when an `optimization.model_fallback` rule covers it and its `when` holds.
+    private func applyModelFallback(_ call: inout ParsedCall, context: [String: String], started: Date) {
+        guard !configuration.modelFallbacks.isEmpty else { return }
+        let price = configuration.prices.price(for: call.model) ?? ModelPrice(inputPerToken: 0, outputPerToken: 0)
+        var descriptor = CallDescriptor(actions: call.actions, model: call.model, price: price, inputTokensBound: call.inputTokensBound,
+                                        inputTokensEstimate: call.inputTokensEstimate, requestedOutputTokens: call.requestedOutput,
+                                        producesOutput: call.endpoint != .embeddings, choices: call.choices)
+        descriptor.context = context
+        for fallback in configuration.modelFallbacks where fallback.covers(call.actions) && fallback.to != call.model {
+            if let when = fallback.when, !governor.holds(when, for: descriptor) { continue }
+            record(AuditRecord(action: call.modelAction, model: call.model, decision: "fallback",
+                               reason: "moved to llm:\(fallback.to) by \(fallback.path)\(fallback.when.map { " (\($0.text))" } ?? "")"),
+                   status: 0, started: started)
+            call.rewriteModel(to: fallback.to)
+            return
+        }
     }
 
     /// Returns the run's `--context` values overlaid with the request's `X-MG-Context-<k>` headers.

@@ -110,6 +110,13 @@ public final class Run: Sendable {
         configuration.upstreamTimeoutSeconds = 600
         configuration.agentID = options.agentID
         configuration.context = options.context
+        configuration.modelFallbacks = layers.flatMap { $0.optimization?.modelFallbacks ?? [] }
+        configuration.maxContextTokens = layers.compactMap { $0.optimization?.maxContextTokens }.min()
+        for layer in layers {
+            for fallback in layer.optimization?.modelFallbacks ?? [] where prices.price(for: fallback.to) == nil {
+                throw RunError("\(layer.file): \(fallback.path).fallback.to names llm:\(fallback.to), which has no price; add it under prices: or pick a priced model")
+            }
+        }
         // Free unknown models need a layer that allows them and none that denies them.
         let unknownModel = layers.compactMap(\.unknownModelAllowFree)
         configuration.unknownModelsFree = unknownModel.contains(true) && !unknownModel.contains(false)
