@@ -17,6 +17,8 @@ struct AmountWindow {
 
     let measure: Measure
     let length: Double
+    /// Whether the window starts at calendar boundaries (multiples of `length` since the epoch) instead of rolling.
+    let fixed: Bool
     let limit: Int64
     /// The policy key, such as `max_tokens_per_minute`, for messages.
     let key: String
@@ -27,9 +29,10 @@ struct AmountWindow {
     /// The part of `total` reserved by calls not settled yet.
     private(set) var inFlight: Int64 = 0
 
-    init(measure: Measure, length: Double, limit: Int64, key: String) {
+    init(measure: Measure, length: Double, limit: Int64, key: String, fixed: Bool = false) {
         self.measure = measure
         self.length = length
+        self.fixed = fixed
         self.limit = limit
         self.key = key
     }
@@ -47,9 +50,15 @@ struct AmountWindow {
         }
     }
 
-    /// Drops entries at or before `now - length`.
+    /// Returns the time entries must be newer than to count at `now`.
+    func threshold(now: Double) -> Double {
+        windowThreshold(now: now, length: length, fixed: fixed)
+    }
+
+    /// Drops entries that no longer count.
     mutating func prune(now: Double) {
-        while start < storage.count && storage[start].time <= now - length {
+        let threshold = threshold(now: now)
+        while start < storage.count && storage[start].time <= threshold {
             total -= storage[start].amount
             if !storage[start].settled { inFlight -= storage[start].amount }
             start += 1
@@ -91,6 +100,8 @@ struct AmountWindow {
     /// nil when it cannot fit even in an empty window.
     func secondsUntilFits(_ needed: Int64, now: Double) -> Double? {
         guard needed <= limit else { return nil }
+        // A fixed window frees everything at its next boundary and nothing before.
+        if fixed { return max(0.001, nextWindowStart(now: now, length: length) - now) }
         var freed: Int64 = 0
         for index in start..<storage.count {
             freed += storage[index].amount
@@ -110,4 +121,15 @@ struct AmountWindow {
         }
         return nil
     }
+}
+
+/// Returns the time entries must be newer than to count in a window of `length` at `now`:
+/// `now - length` for a rolling window, just before the current boundary for a fixed one.
+func windowThreshold(now: Double, length: Double, fixed: Bool) -> Double {
+    fixed ? ((now / length).rounded(.down) * length).nextDown : now - length
+}
+
+/// Returns the start of the fixed window after the one holding `now`.
+func nextWindowStart(now: Double, length: Double) -> Double {
+    ((now / length).rounded(.down) + 1) * length
 }

@@ -44,11 +44,16 @@ public final class Governor: Sendable {
         var windows: [AmountWindow] = []
         for (limit, length, key) in [(limits.maxTokensPerMinute, 60.0, "max_tokens_per_minute"), (limits.maxTokensPerHour, 3_600, "max_tokens_per_hour"),
                                      (limits.maxTokensPerDay, 86_400, "max_tokens_per_day")] {
-            if let limit { windows.append(AmountWindow(measure: .tokens, length: length, limit: Int64(limit), key: "\(rule.limitsPath).\(key)")) }
+            if let limit {
+                windows.append(AmountWindow(measure: .tokens, length: length, limit: Int64(limit), key: "\(rule.limitsPath).\(key)", fixed: limits.fixedWindows))
+            }
         }
         for (limit, length, key) in [(ceiling.maxUSDPerMinute, 60.0, "max_usd_per_minute"), (ceiling.maxUSDPerHour, 3_600, "max_usd_per_hour"),
                                      (ceiling.maxUSDPerDay, 86_400, "max_usd_per_day")] {
-            if let limit { windows.append(AmountWindow(measure: .picodollars, length: length, limit: limit.picodollars, key: rule.ceilingPath(key, section: ceiling.windowSection))) }
+            if let limit {
+                windows.append(AmountWindow(measure: .picodollars, length: length, limit: limit.picodollars,
+                                            key: rule.ceilingPath(key, section: ceiling.windowSection), fixed: limits.fixedWindows))
+            }
         }
         return windows
     }
@@ -505,7 +510,8 @@ public final class Governor: Sendable {
             ruleState.reserved += shared.taskReserved
             let limits = rule.rateLimit
             for window in ruleState.amounts {
-                let (sharedTotal, sharedReserved) = shared.total(window.measure, after: now - window.length)
+                let windowStart = window.threshold(now: now)
+                let (sharedTotal, sharedReserved) = shared.total(window.measure, after: windowStart)
                 let needed: Int64
                 // Output tokens that fit in `remaining`, or nil when the input alone does not.
                 func affordable(_ remaining: Int64) -> Int? {
@@ -528,8 +534,8 @@ public final class Governor: Sendable {
                     // It would fit once the calls in flight settle below their reservations.
                     refuse(Refusal(kind: .window(retryAfterSeconds: 1), limit: window.key,
                                    message: "\(call.actions[0]) denied: \(window.key) (\(window.describe(window.limit))) is reserved by calls in flight at \(rule.position); retry in 1s"))
-                } else if let wait = shared.isEmpty ? window.secondsUntilFits(needed, now: now)
-                            : secondsUntilFits(needed, limit: window.limit, entries: window.entries + shared.entries(window.measure, after: now - window.length),
+                } else if let wait = shared.isEmpty || window.fixed ? window.secondsUntilFits(needed, now: now)
+                            : secondsUntilFits(needed, limit: window.limit, entries: window.entries + shared.entries(window.measure, after: windowStart),
                                                length: window.length, now: now) {
                     refuse(Refusal(kind: .window(retryAfterSeconds: wait), limit: window.key,
                                    message: "\(call.actions[0]) denied: \(window.key) (\(window.describe(window.limit))) is used up at \(rule.position); retry in \(formatSeconds(wait))"))
@@ -540,10 +546,13 @@ public final class Governor: Sendable {
             }
             for (unscaled, length, name) in limits.countWindows {
                 let limit = scaled(unscaled)
-                let sharedCount = shared.count(after: now - length)
-                if ruleState.window.count(after: now - length) + sharedCount >= limit {
+                let windowStart = windowThreshold(now: now, length: length, fixed: limits.fixedWindows)
+                let sharedCount = shared.count(after: windowStart)
+                if ruleState.window.count(after: windowStart) + sharedCount >= limit {
                     var reopensAt = now + length
-                    if limit > 0 && sharedCount == 0 {
+                    if limits.fixedWindows {
+                        reopensAt = nextWindowStart(now: now, length: length)
+                    } else if limit > 0 && sharedCount == 0 {
                         reopensAt = ruleState.window.reopeningEntryTime(after: now - length, limit: limit) + length
                     } else if limit > 0 {
                         let entries = ruleState.window.entries(after: now - length) + shared.entries(nil, after: now - length)

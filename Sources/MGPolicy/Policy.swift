@@ -4,12 +4,13 @@ public enum Effect: String, Sendable {
     case allow, deny
 }
 
-/// Count and token limits of one rule. Every window is rolling.
+/// Count and token limits of one rule.
 public struct RateLimit: Sendable, Equatable {
+    /// `window: fixed`: windows start at calendar boundaries (UTC) instead of rolling with each call.
+    public var fixedWindows = false
     public var maxPerSecond: Int?
     public var maxPerMinute: Int?
     public var maxPerHour: Int?
-    /// Per run until the ledger exists: mg-run keeps no state between runs yet.
     public var maxPerDay: Int?
     public var maxPerTask: Int?
     /// Input (estimated) plus output tokens of one call.
@@ -20,7 +21,7 @@ public struct RateLimit: Sendable, Equatable {
     public var maxOutputTokensPerCall: Int?
     /// Calls of this rule in flight at once.
     public var maxConcurrent: Int?
-    /// Input plus output tokens per rolling window; per-day counts within this run only.
+    /// Input plus output tokens per window.
     public var maxTokensPerMinute: Int?
     public var maxTokensPerHour: Int?
     public var maxTokensPerDay: Int?
@@ -49,7 +50,7 @@ public struct RateLimit: Sendable, Equatable {
 public struct CostCeiling: Sendable, Equatable {
     public var maxUSDPerCall: USD?
     public var maxUSDPerTask: USD?
-    /// Spend per rolling window; per-day counts within this run only.
+    /// Spend per window, rolling or fixed as the rule's rate limit says.
     public var maxUSDPerMinute: USD?
     public var maxUSDPerHour: USD?
     public var maxUSDPerDay: USD?

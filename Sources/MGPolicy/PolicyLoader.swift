@@ -302,8 +302,8 @@ public enum PolicyLoader {
         // Both spellings mean the same; the longer one wins.
         let cooldowns = [count("cooldown_seconds"), count("cooldown_after_limit")].compactMap { $0 }
         limit.cooldownSeconds = cooldowns.max()
-        if let windowNode = keys["window"], let kind = reader.choice(windowNode, path: "\(path).window", among: ["rolling", "fixed"]), kind == "fixed" {
-            reader.fail(windowNode, "\(path).window", "'fixed' is not supported yet by this version of mg-run; remove it to use rolling windows")
+        if let windowNode = keys["window"], let kind = reader.choice(windowNode, path: "\(path).window", among: ["rolling", "fixed"]) {
+            limit.fixedWindows = kind == "fixed"
         }
         return (limit, readDollars(keys, path: path, reader: &reader))
     }

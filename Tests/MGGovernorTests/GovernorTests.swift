@@ -572,3 +572,47 @@ struct SplitMix {
         #expect(Pricing.cost(of: usage, at: price) == dollars("2"))
     }
 }
+
+@Suite struct GovernorFixedWindowTests {
+    private func fixed(_ limits: RateLimit) -> RateLimit {
+        var limits = limits
+        limits.fixedWindows = true
+        return limits
+    }
+
+    @Test func minuteWindowResetsAtBoundary() {
+        // 1_800_000_000 is a whole minute; start 30 s into it.
+        let time = ManualTimeSource(start: 1_800_000_030)
+        let subject = governor([Rule(action: "llm:*", rateLimit: fixed(RateLimit(maxPerMinute: 2)))], time: time)
+        #expect(subject.admit(call()).admission != nil)
+        #expect(subject.admit(call()).admission != nil)
+        let refusal = subject.admit(call()).refusal
+        #expect(refusal?.kind == .window(retryAfterSeconds: 30))
+        time.advance(by: 30)
+        #expect(subject.admit(call()).admission != nil)
+    }
+
+    @Test func rollingWindowDoesNotResetAtBoundary() {
+        let time = ManualTimeSource(start: 1_800_000_030)
+        let subject = governor([Rule(action: "llm:*", rateLimit: RateLimit(maxPerMinute: 2))], time: time)
+        _ = subject.admit(call())
+        _ = subject.admit(call())
+        time.advance(by: 30)
+        #expect(subject.admit(call()).refusal?.kind == .window(retryAfterSeconds: 30))
+    }
+
+    @Test func fixedTokenWindowFreesAllAtBoundary() {
+        let time = ManualTimeSource(start: 1_800_000_000 + 3_000)
+        var limits = fixed(RateLimit())
+        limits.maxTokensPerHour = 500
+        let subject = governor([Rule(action: "llm:*", rateLimit: limits)], time: time)
+        let admission = subject.admit(call(input: 100, output: 300))
+        #expect(admission.admission != nil)
+        subject.settle(admission.admission!.id, usage: Usage(uncachedInputTokens: 100, outputTokens: 300))
+        // 400 of 500 tokens are used; 100 input plus the 16-token minimum output does not fit.
+        let refusal = subject.admit(call(input: 100, output: 300)).refusal
+        #expect(refusal?.kind == .window(retryAfterSeconds: 600))
+        time.advance(by: 600)
+        #expect(subject.admit(call(input: 100, output: 300)).admission != nil)
+    }
+}

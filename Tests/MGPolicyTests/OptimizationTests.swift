@@ -76,3 +76,15 @@ private func errors(_ yaml: String) -> [String] {
         #expect(!fallback.covers(["llm:o3", "llm:completion"]))
     }
 }
+
+@Suite struct WindowKindLoadingTests {
+    @Test func fixedWindowLoads() throws {
+        let policy = try PolicyLoader.parse(text: "rules: [{action: \"llm:*\", rate_limit: {max_per_hour: 5, window: fixed}}]", file: "w.yaml")
+        #expect(policy.rules[0].rateLimit.fixedWindows)
+    }
+
+    @Test func rollingIsDefault() throws {
+        let policy = try PolicyLoader.parse(text: "rules: [{action: \"llm:*\", rate_limit: {max_per_hour: 5}}]", file: "w.yaml")
+        #expect(!policy.rules[0].rateLimit.fixedWindows)
+    }
+}

@@ -92,8 +92,8 @@ private func errors(of text: String, file: String = "policy.yaml") -> [String] {
             """, file: "p.yaml")
         #expect(policy.rules[0].rateLimit.maxConsecutive == 4)
         #expect(policy.rules[0].rateLimit.cooldownSeconds == 90)
-        let found = errors(of: "rules:\n  - action: x\n    rate_limit: {window: fixed}\n")
-        #expect(found == ["policy.yaml:3:26: rules[0].rate_limit.window: 'fixed' is not supported yet by this version of mg-run; remove it to use rolling windows"])
+        let found = errors(of: "rules:\n  - action: x\n    rate_limit: {window: fixd}\n")
+        #expect(found == ["policy.yaml:3:26: rules[0].rate_limit.window: invalid value 'fixd'; expected one of rolling, fixed (did you mean 'fixed'?)"])
     }
 
     @Test func priceOverridesByGlob() throws {
