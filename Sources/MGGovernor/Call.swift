@@ -18,6 +18,8 @@ public struct CallDescriptor: Sendable {
     public var choices: Int
     /// A hash of the request body, so a request repeated after an error is recognised as a retry.
     public var fingerprint: UInt64 = 0
+    /// The topic fingerprint for max_iterations_per_topic: the `X-MG-Topic` header or the normalized search query.
+    public var topic: String?
     /// The host and path of an egress request, for `request.domain` and `request.path` in conditions.
     public var domain: String?
     public var path: String?
@@ -68,6 +70,19 @@ public struct Usage: Sendable, Equatable {
     public var inputTokens: Int { uncachedInputTokens + cacheReadTokens + cacheWriteTokens + cacheWrite1hTokens }
 
     public static let none = Usage(uncachedInputTokens: 0, outputTokens: 0)
+}
+
+extension CallDescriptor {
+    /// Whether the call is research: a search, a document read or an external API call.
+    public var isResearch: Bool {
+        actions.contains { $0.hasPrefix("search:") || $0.hasPrefix("read:") || $0.hasPrefix("api:external:") }
+    }
+
+    /// Returns a search query reduced to its words, lowercased, sorted and without repeats, so rephrasings share a topic.
+    public static func normalizedTopic(_ text: String) -> String? {
+        let words = Set(text.lowercased().split(whereSeparator: { !$0.isLetter && !$0.isNumber }).map(String.init))
+        return words.isEmpty ? nil : words.sorted().joined(separator: " ")
+    }
 }
 
 public enum Pricing {

@@ -30,6 +30,7 @@ public final class Governor: Sendable {
         var settled = USD.zero
         var reserved = USD.zero
         var completionCalls = 0           // admitted calls that write output
+        var topics: [String: Int] = [:]   // admitted calls by topic, for max_iterations_per_topic
         var lastAction: String?
         var consecutive = 0
         var cooldownUntil = 0.0
@@ -65,6 +66,7 @@ public final class Governor: Sendable {
         var price: ModelPrice
         var producesOutput: Bool
         var fingerprint: UInt64
+        var topic: String?
     }
 
     private struct BudgetState {
@@ -86,6 +88,8 @@ public final class Governor: Sendable {
         let history = CallHistory()
         /// Admitted calls of this task that write output.
         var iterations = 0
+        /// Research calls admitted since the last LLM call that writes output.
+        var researchStreak = 0
         /// Other runs' calls of this agent from the ledger: by rule, and all of them for budgets.
         var shared: [RuleKey: SharedWindow] = [:]
         var sharedAll = SharedWindow()
@@ -152,6 +156,11 @@ public final class Governor: Sendable {
             }
             if case .admit(let admission) = decision {
                 if call.producesOutput { state.iterations += 1 }
+                if call.isResearch {
+                    state.researchStreak += 1
+                } else if call.producesOutput && call.actions[0].hasPrefix("llm:") {
+                    state.researchStreak = 0
+                }
                 if recordsHistory, let reservation = state.reservations[admission.id] {
                     state.history.record(CallHistory.Event(
                         time: now, id: admission.id, action: call.actions[0], fingerprint: call.fingerprint,
@@ -264,6 +273,9 @@ public final class Governor: Sendable {
                     state.rules[key]?.failures[reservation.fingerprint] = (previous + 1, now)
                 }
                 if reservation.producesOutput { state.rules[key]?.completionCalls -= 1 }
+                if let topic = reservation.topic, let count = state.rules[key]?.topics[topic], count > 0 {
+                    state.rules[key]?.topics[topic] = count - 1
+                }
                 state.rules[key]?.window.remove(id: id)
                 for index in state.rules[key]?.amounts.indices ?? 0..<0 {
                     state.rules[key]!.amounts[index].remove(id: id)
@@ -574,6 +586,16 @@ public final class Governor: Sendable {
                                    message: "\(call.actions[0]) denied: \(path) (\(limit)) is taken by calls in flight; retry in 1s"))
                 }
             }
+            if let limit = rule.maxConsecutiveResearch, call.isResearch, state.researchStreak >= limit {
+                let path = "\(rule.path).behavioral_limits.max_consecutive_research"
+                refuse(Refusal(kind: .forbidden, limit: path,
+                               message: "\(call.actions[0]) denied: \(state.researchStreak) research calls in a row reached \(path) (\(limit)) at \(rule.position); write up what you found with an LLM call before researching more"))
+            }
+            if let limit = rule.maxIterationsPerTopic, let topic = call.topic, ruleState.topics[topic, default: 0] >= limit {
+                let path = "\(rule.path).behavioral_limits.max_iterations_per_topic"
+                refuse(Refusal(kind: .forbidden, limit: path,
+                               message: "\(call.actions[0]) denied: topic '\(topic)' had \(ruleState.topics[topic, default: 0]) calls, the limit of \(path) at \(rule.position); move on to another topic or conclude"))
+            }
             if let limit = rule.requireConclusionAfter, call.producesOutput, ruleState.completionCalls >= limit {
                 let path = "\(rule.path).behavioral_limits.require_conclusion_after"
                 refuse(Refusal(kind: .conclude, limit: path,
@@ -682,6 +704,7 @@ public final class Governor: Sendable {
                 state.rules[key]!.consecutive = 1
             }
             if call.producesOutput { state.rules[key]!.completionCalls += 1 }
+            if rule.maxIterationsPerTopic != nil, let topic = call.topic { state.rules[key]!.topics[topic, default: 0] += 1 }
             state.rules[key, default: RuleState()].taskCalls += 1
             state.rules[key, default: RuleState()].inFlight += 1
             state.rules[key, default: RuleState()].reserved += reservedCost
@@ -701,7 +724,7 @@ public final class Governor: Sendable {
         }
         state.reservations[id] = Reservation(rules: keys, cost: reservedCost, tokens: Int64(call.inputTokensBound + outputTokens * call.choices),
                                              price: price, producesOutput: call.producesOutput,
-                                                fingerprint: call.fingerprint)
+                                             fingerprint: call.fingerprint, topic: call.topic)
         state.totals.calls += 1
         state.totals.inFlight += 1
         state.totals.reserved += reservedCost

@@ -99,6 +99,10 @@ public struct Rule: Sendable {
     public var costCeiling: CostCeiling
     /// After this many LLM calls that write output in the task, every further one gets the conclusion reply.
     public var requireConclusionAfter: Int?
+    /// Research actions (`search:*`, `read:*`, `api:external:*`) in a row without an LLM call that writes output.
+    public var maxConsecutiveResearch: Int?
+    /// Calls with the same topic (`X-MG-Topic`, or the normalized search query) in the task.
+    public var maxIterationsPerTopic: Int?
     /// Kept allowed when a budget threshold pauses non-essential actions.
     public var essential = false
     /// `conditions`: the rule applies only to operations for which every one holds.

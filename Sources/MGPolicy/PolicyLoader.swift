@@ -245,10 +245,12 @@ public enum PolicyLoader {
         rule.costCeiling.mergeWindows(perMinute: rateLimitDollars.maxUSDPerMinute, perHour: rateLimitDollars.maxUSDPerHour,
                                       perDay: rateLimitDollars.maxUSDPerDay)
         if let behaviorNode = keys["behavioral_limits"],
-           let behavior = reader.mapping(behaviorNode, path: "\(path).behavioral_limits", supported: ["require_conclusion_after"],
-                                         notSupportedYet: ["max_consecutive_research", "max_iterations_per_topic"]),
-           let node = behavior["require_conclusion_after"] {
-            rule.requireConclusionAfter = reader.count(node, path: "\(path).behavioral_limits.require_conclusion_after")
+           let behavior = reader.mapping(behaviorNode, path: "\(path).behavioral_limits",
+                                         supported: ["require_conclusion_after", "max_consecutive_research", "max_iterations_per_topic"]) {
+            func count(_ key: String) -> Int? { behavior[key].flatMap { reader.count($0, path: "\(path).behavioral_limits.\(key)") } }
+            rule.requireConclusionAfter = count("require_conclusion_after")
+            rule.maxConsecutiveResearch = count("max_consecutive_research")
+            rule.maxIterationsPerTopic = count("max_iterations_per_topic")
         }
         if let essentialNode = keys["essential"], let essential = reader.boolean(essentialNode, path: "\(path).essential") {
             rule.essential = essential

@@ -50,6 +50,8 @@ extension MeteringProxy {
         var descriptor = CallDescriptor(actions: [action], model: "", price: price, inputTokensBound: tokens, inputTokensEstimate: tokens,
                                         producesOutput: false)
         descriptor.context = context
+        // A topic given outright wins; a search query is normalized so rephrasings share one.
+        descriptor.topic = context["topic"] ?? context["query"].flatMap(CallDescriptor.normalizedTopic)
         switch governor.admit(descriptor) {
         case .refuse(let refusal):
             record(AuditRecord(action: action, model: nil, decision: "deny", reason: refusal.message), status: 200, started: started)

@@ -176,6 +176,7 @@ public final class MeteringProxy: HTTPHandler {
             }
             descriptor.context = context
             descriptor.mayWriteCache = mayWriteCache
+            descriptor.topic = request.headers["x-mg-topic"].map { $0.trimmingCharacters(in: .whitespaces) }.flatMap { $0.isEmpty ? nil : $0 }
             return descriptor
         }
         // A \u escape could spell cache_control, so it counts as a possible cache write too.

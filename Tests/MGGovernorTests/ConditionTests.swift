@@ -239,3 +239,58 @@ private func governor(_ yaml: String, time: ManualTimeSource = ManualTimeSource(
         #expect(found.count == 3)
     }
 }
+
+@Suite struct BehavioralLimitTests {
+    private func research(_ action: String = "search:web", topic: String? = nil) -> CallDescriptor {
+        var descriptor = CallDescriptor(actions: [action], model: "", price: ModelPrice(inputPerToken: 0, outputPerToken: 0),
+                                        inputTokensBound: 0, inputTokensEstimate: 0, producesOutput: false)
+        descriptor.topic = topic
+        return descriptor
+    }
+
+    @Test func researchStreakNeedsLLMOutput() throws {
+        let subject = try governor("""
+            rules:
+              - action: "*"
+                behavioral_limits: {max_consecutive_research: 2}
+            """)
+        #expect(subject.admit(research()).admission != nil)
+        #expect(subject.admit(research("read:document")).admission != nil)
+        let refusal = subject.admit(research("api:external:example.com")).refusal
+        #expect(refusal?.kind == .forbidden)
+        #expect(refusal?.limit == "rules[0].behavioral_limits.max_consecutive_research")
+        // An LLM call that writes output ends the streak; other actions do not count.
+        #expect(subject.admit(call()).admission != nil)
+        #expect(subject.admit(research()).admission != nil)
+    }
+
+    @Test func topicIterationsAreCounted() throws {
+        let subject = try governor("""
+            rules:
+              - action: "search:*"
+                behavioral_limits: {max_iterations_per_topic: 2}
+            """)
+        #expect(subject.admit(research(topic: "rust async")).admission != nil)
+        #expect(subject.admit(research(topic: "rust async")).admission != nil)
+        #expect(subject.admit(research(topic: "rust async")).refusal?.limit == "rules[0].behavioral_limits.max_iterations_per_topic")
+        #expect(subject.admit(research(topic: "go generics")).admission != nil)
+        // A call without a topic is not counted.
+        #expect(subject.admit(research()).admission != nil)
+    }
+
+    @Test func releasedCallGivesTopicBack() throws {
+        let subject = try governor("""
+            rules:
+              - action: "search:*"
+                behavioral_limits: {max_iterations_per_topic: 1}
+            """)
+        let admission = try #require(subject.admit(research(topic: "t")).admission)
+        subject.release(admission.id)
+        #expect(subject.admit(research(topic: "t")).admission != nil)
+    }
+
+    @Test func queriesNormalizeToOneTopic() {
+        #expect(CallDescriptor.normalizedTopic("Rust async, tutorial!") == CallDescriptor.normalizedTopic("tutorial rust ASYNC"))
+        #expect(CallDescriptor.normalizedTopic("  ,, ") == nil)
+    }
+}

@@ -96,3 +96,38 @@ def test_check_api(tmp_path):
     assert results["llm_header"] == "answered"
     # Settled reports count in the summary's cost: two billing reports of 0.02.
     assert abs(result.summary["cost_usd"] - 0.04) < 0.0011
+
+
+RESEARCH_POLICY = """
+rules:
+  - action: "search:*"
+    behavioral_limits:
+      max_consecutive_research: 3
+      max_iterations_per_topic: 2
+  - action: "llm:*"
+"""
+
+RESEARCH_AGENT = r"""
+import json, os, urllib.request, openai
+url, token = os.environ["MG_RUN_URL"], os.environ["MG_RUN_TOKEN"]
+
+def search(query):
+    body = json.dumps({"action": "search:web", "context": {"query": query}}).encode()
+    request = urllib.request.Request(url + "/mg/v1/check", data=body, method="POST", headers={"Authorization": "Bearer " + token})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        answer = json.load(response)
+    return answer.get("limit", "allowed").rsplit(".", 1)[-1]
+
+results = [search("Rust async"), search("async rust!"), search("ASYNC Rust"), search("go generics"), search("zig comptime")]
+openai.OpenAI(max_retries=0).chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "summarise"}], max_tokens=5)
+results.append(search("zig comptime"))
+print(json.dumps(results))
+"""
+
+
+def test_research_limits_through_check_api(tmp_path):
+    result = run_mg(tmp_path, RESEARCH_POLICY, RESEARCH_AGENT, "--upstream", "simulate")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [
+        "allowed", "allowed", "max_iterations_per_topic", "allowed", "max_consecutive_research", "allowed",
+    ]
