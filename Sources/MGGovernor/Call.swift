@@ -18,6 +18,8 @@ public struct CallDescriptor: Sendable {
     public var choices: Int
     /// A hash of the request body, so a request repeated after an error is recognised as a retry.
     public var fingerprint: UInt64 = 0
+    /// For `delegate:spawn`: the nesting depth of the sub-agent asking to start (1 for a child of the top run).
+    public var depth: Int?
     /// The topic fingerprint for max_iterations_per_topic: the `X-MG-Topic` header or the normalized search query.
     public var topic: String?
     /// The host and path of an egress request, for `request.domain` and `request.path` in conditions.

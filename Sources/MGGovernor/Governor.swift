@@ -635,6 +635,11 @@ public final class Governor: Sendable {
                 refuse(Refusal(kind: .window(retryAfterSeconds: 1), limit: path,
                                message: "\(call.actions[0]) denied: \(path) (\(limit)) calls are in flight at \(rule.position); retry in 1s"))
             }
+            if let limit = limits.maxDepth, let depth = call.depth, depth > limit {
+                let path = "\(rule.limitsPath).max_depth"
+                refuse(Refusal(kind: .forbidden, limit: path,
+                               message: "\(call.actions[0]) denied: a sub-agent at depth \(depth) is deeper than \(path) (\(limit)) at \(rule.position); do the work in this agent instead of delegating it"))
+            }
             if let limit = limits.maxInputTokensPerCall, call.inputTokensEstimate > limit {
                 let path = "\(rule.limitsPath).max_input_tokens_per_call"
                 refuse(Refusal(kind: .forbidden, limit: path,

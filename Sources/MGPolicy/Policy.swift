@@ -19,8 +19,10 @@ public struct RateLimit: Sendable, Equatable {
     public var maxInputTokensPerCall: Int?
     /// Output tokens of one call, all choices together; enforced by capping max_tokens.
     public var maxOutputTokensPerCall: Int?
-    /// Calls of this rule in flight at once.
+    /// Calls of this rule in flight at once; for `delegate:*`, live sub-agents.
     public var maxConcurrent: Int?
+    /// For `delegate:*`: the deepest nesting of sub-agents allowed; the top run is depth 0.
+    public var maxDepth: Int?
     /// Input plus output tokens per window.
     public var maxTokensPerMinute: Int?
     public var maxTokensPerHour: Int?
@@ -297,6 +299,8 @@ public struct Policy: Sendable {
     /// `prices:` entries by model glob, overriding the price table.
     public var priceOverrides: [(glob: String, price: ModelPrice)] = []
     public var optimization: Optimization?
+    /// `upstreams:` by provider name (`openai`, `anthropic`): where to forward, and the variable holding the key.
+    public var upstreams: [String: (baseURL: String, keyVariable: String?)] = [:]
     /// Top-level lists of scalars, by name, for conditions (`request.domain in allowed_domains`).
     public var namedLists: [String: ExpressionValue] = [:]
     /// The runs the layer applies to; nil matches every run.

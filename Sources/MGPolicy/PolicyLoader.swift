@@ -6,11 +6,11 @@ import Foundation
 public enum PolicyLoader {
     static let metadataKeys = ["name", "version", "description", "owner", "approved_by", "last_updated", "rationale", "changelog"]
     static let supportedTopLevel = metadataKeys + ["rules", "on_limit_exceeded", "default_effect", "global_rate_limit", "rate_limit", "prices", "unknown_model", "budget",
-                                                   "agent_match", "optimization"]
+                                                   "agent_match", "optimization", "upstreams"]
     static let notSupportedTopLevel = [
         "time_restrictions", "approval_required",
         "anomaly_detection", "circuit_breaker", "emergency_stop", "cost_tracking", "scaling",
-        "run", "upstreams",
+        "run",
     ]
     static let supportedRuleKeys = ["action", "effect", "rate_limit", "cost_ceiling", "behavioral_limits", "essential", "name", "description", "requires",
                                      "conditions"]
@@ -21,10 +21,7 @@ public enum PolicyLoader {
         "max_tokens_per_minute", "max_tokens_per_hour", "max_tokens_per_day",
         "max_consecutive", "cooldown_seconds", "cooldown_after_limit", "window",
         "max_retries", "retry_delay_seconds", "max_consecutive_failures",
-        "max_usd_per_call", "max_usd_per_task", "max_usd_per_minute", "max_usd_per_hour", "max_usd_per_day",
-    ]
-    static let notSupportedRateLimitKeys = [
-        "max_depth",
+        "max_usd_per_call", "max_usd_per_task", "max_usd_per_minute", "max_usd_per_hour", "max_usd_per_day", "max_depth",
     ]
     static let supportedCeilingKeys = ["max_usd_per_call", "max_usd_per_task", "max_usd_per_minute", "max_usd_per_hour", "max_usd_per_day"]
     static let supportedOnLimitKeys = ["action", "message_to_agent", "queue_timeout_seconds", "strategy", "fallback_chain", "notify"]
@@ -129,6 +126,26 @@ public enum PolicyLoader {
         }
         if let node = top["agent_match"] {
             policy.agentMatch = readAgentMatch(node, reader: &reader)
+        }
+        if let node = top["upstreams"], let providers = reader.mapping(node, path: "upstreams", supported: ["openai", "anthropic"],
+                                                                       notSupportedYet: ["tavily", "serpapi", "brave"]) {
+            for (name, providerNode) in providers {
+                let path = "upstreams.\(name)"
+                guard let fields = reader.mapping(providerNode, path: path, supported: ["base_url", "api_key_env"]) else { continue }
+                guard let urlNode = fields["base_url"], let url = reader.string(urlNode, path: "\(path).base_url") else {
+                    if fields["base_url"] == nil { reader.fail(providerNode, path, "missing key 'base_url'; such as https://api.openai.com/v1") }
+                    continue
+                }
+                guard url.hasPrefix("http://") || url.hasPrefix("https://") else {
+                    reader.fail(urlNode, "\(path).base_url", "'\(url)' is not an http:// or https:// URL")
+                    continue
+                }
+                let variable = fields["api_key_env"].flatMap { reader.string($0, path: "\(path).api_key_env") }
+                if let variable, variable.isEmpty || !variable.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }), let keyNode = fields["api_key_env"] {
+                    reader.fail(keyNode, "\(path).api_key_env", "'\(variable)' is not an environment variable name; give the name, not the key")
+                }
+                policy.upstreams[name] = (url, variable)
+            }
         }
         if let node = top["optimization"] {
             policy.optimization = readOptimization(node, namedLists: policy.namedLists, reader: &reader)
@@ -284,7 +301,7 @@ public enum PolicyLoader {
     /// Reads a rate-limit object; its dollar keys are returned apart, because they mean the same as `cost_ceiling`'s.
     static func readRateLimit(_ node: YAMLNode, path: String, reader: inout SchemaReader) -> (RateLimit, CostCeiling) {
         var limit = RateLimit()
-        guard let keys = reader.mapping(node, path: path, supported: supportedRateLimitKeys, notSupportedYet: notSupportedRateLimitKeys) else {
+        guard let keys = reader.mapping(node, path: path, supported: supportedRateLimitKeys) else {
             return (limit, CostCeiling())
         }
         func count(_ key: String) -> Int? {
@@ -292,7 +309,7 @@ public enum PolicyLoader {
         }
         let counts: [(String, WritableKeyPath<RateLimit, Int?>)] = [
             ("max_per_second", \.maxPerSecond), ("max_per_minute", \.maxPerMinute), ("max_per_hour", \.maxPerHour),
-            ("max_per_day", \.maxPerDay), ("max_per_task", \.maxPerTask), ("max_concurrent", \.maxConcurrent),
+            ("max_per_day", \.maxPerDay), ("max_per_task", \.maxPerTask), ("max_concurrent", \.maxConcurrent), ("max_depth", \.maxDepth),
             ("max_tokens_per_call", \.maxTokensPerCall), ("max_input_tokens_per_call", \.maxInputTokensPerCall),
             ("max_output_tokens_per_call", \.maxOutputTokensPerCall), ("max_tokens_per_minute", \.maxTokensPerMinute),
             ("max_tokens_per_hour", \.maxTokensPerHour), ("max_tokens_per_day", \.maxTokensPerDay), ("max_consecutive", \.maxConsecutive),

@@ -50,6 +50,7 @@ extension MeteringProxy {
         var descriptor = CallDescriptor(actions: [action], model: "", price: price, inputTokensBound: tokens, inputTokensEstimate: tokens,
                                         producesOutput: false)
         descriptor.context = context
+        descriptor.depth = context["depth"].flatMap { Int($0) }
         // A topic given outright wins; a search query is normalized so rephrasings share one.
         descriptor.topic = context["topic"] ?? context["query"].flatMap(CallDescriptor.normalizedTopic)
         switch governor.admit(descriptor) {
@@ -59,8 +60,19 @@ extension MeteringProxy {
             if case .window(let wait) = refusal.kind { body["retry_after_seconds"] = (wait * 1000).rounded(.up) / 1000 }
             return .json(200, body)
         case .admit(let admission):
+            var parentCallID: String?
+            if action.hasPrefix("delegate:"), let parent = configuration.parent {
+                switch relayCheck(to: parent, action: action, context: context) {
+                case .success(let id):
+                    parentCallID = id
+                case .failure(let refusal):
+                    governor.release(admission.id)
+                    record(AuditRecord(action: action, model: nil, decision: "deny", reason: refusal.reason), status: 200, started: started)
+                    return .json(200, ["allowed": false, "decision": "deny", "reason": refusal.reason, "limit": "parent"])
+                }
+            }
             let callID = "chk-\(admission.id)"
-            openChecks.withLock { $0[callID] = (admission, action, started) }
+            openChecks.withLock { $0[callID] = (admission, action, started, parentCallID) }
             record(AuditRecord(action: action, model: nil, decision: "allow", reason: "checked; waiting for its report"), status: 200, started: started)
             return .json(200, ["allowed": true, "decision": "allow", "call_id": callID,
                                "reason": "\(action) is allowed by the policy"])
@@ -87,8 +99,15 @@ extension MeteringProxy {
         }
         let tokens = (object["tokens"] as? Int).map { max(0, $0) } ?? 0
         let success = (object["success"] as? Bool) ?? true
-        guard let (admission, action, _) = openChecks.withLock({ $0.removeValue(forKey: callID) }) else {
+        guard let (admission, action, _, parentCallID) = openChecks.withLock({ $0.removeValue(forKey: callID) }) else {
             return checkError("unknown call_id '\(callID)': it was never returned by a check or is already reported", action: "report", started: started)
+        }
+        if let parentCallID, let parent = configuration.parent {
+            let answer = SupervisorClient.postJSON(url: parent.url + MeteringProxy.reportPath, token: parent.token,
+                                                   object: ["call_id": parentCallID, "cost_usd": 0, "success": success])
+            if answer.status != 200 {
+                logger.warning("cannot relay a delegate report to the parent run", [("action", action), ("status", String(answer.status))])
+            }
         }
         if !success {
             governor.release(admission.id)
@@ -105,6 +124,23 @@ extension MeteringProxy {
             handle(event)
         }
         return .json(200, ["recorded": true, "cost_usd": Double(settled.description) ?? 0])
+    }
+
+    private struct RelayRefusal: Error {
+        var reason: String
+    }
+
+    /// Asks the parent run about a sub-agent this run's policy allowed; returns the parent's call id or its reason to refuse.
+    private func relayCheck(to parent: (url: String, token: String), action: String, context: [String: String]) -> Result<String, RelayRefusal> {
+        let answer = SupervisorClient.postJSON(url: parent.url + MeteringProxy.checkPath, token: parent.token,
+                                               object: ["action": action, "context": context])
+        guard answer.status == 200, let body = answer.body else {
+            return .failure(RelayRefusal(reason: "\(action) denied: the parent run did not answer the relayed check (\(answer.failure ?? "HTTP \(answer.status)"))"))
+        }
+        guard body["allowed"] as? Bool == true, let id = body["call_id"] as? String else {
+            return .failure(RelayRefusal(reason: "\(action) denied by the parent run: \(body["reason"] as? String ?? "no reason given")"))
+        }
+        return .success(id)
     }
 
     /// Settles every check never reported at its estimate, when the run ends.

@@ -24,6 +24,9 @@ public struct ProxyConfiguration: Sendable {
     public var modelFallbacks: [ModelFallback] = []
     /// The smallest `optimization.context_trimming.max_context_tokens` of the layers that enable it.
     public var maxContextTokens: Int?
+    /// The proxy of the governed run this one runs in, if any: `delegate:*` checks are relayed to it,
+    /// so every ancestor's policy decides on every sub-agent below it.
+    public var parent: (url: String, token: String)?
     /// `--context` values, which every call carries.
     public var context: [String: String] = [:]
     /// The per-run token the agent must present instead of a provider key.
@@ -68,7 +71,7 @@ public final class MeteringProxy: HTTPHandler {
     let curl = CurlPool()
     private let conclusions = Locked<(first: Date?, countedAfterGrace: Int)>((nil, 0))
     /// Checks allowed by the check API and not reported yet, by call id.
-    let openChecks = Locked<[String: (admission: Admission, action: String, started: Date)]>([:])
+    let openChecks = Locked<[String: (admission: Admission, action: String, started: Date, parentCallID: String?)]>([:])
     /// When each limit last sent its notify messages.
     private let notified = Locked<[String: Date]>([:])
 

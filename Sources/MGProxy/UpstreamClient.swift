@@ -198,3 +198,25 @@ final class CurlPool: Sendable {
 }
 
 extension CurlPair: @unchecked Sendable {}  // used by one thread at a time, handed over through CurlPool's lock
+
+/// A blocking JSON POST for mg-run's own requests, such as a nested run's check with its parent.
+public enum SupervisorClient {
+    private static let pool = CurlPool()
+
+    /// Posts `object` as JSON with a bearer token; returns the status and the decoded object, or nil when the
+    /// server cannot be reached, with the transfer's error text.
+    public static func postJSON(url: String, token: String, object: [String: Any], timeoutSeconds: Int = 10)
+        -> (status: Int, body: [String: Any]?, failure: String?) {
+        let body = (try? JSONSerialization.data(withJSONObject: object)).map(Array.init) ?? []
+        let transfer = UpstreamTransfer(pool: pool, url: url, method: "POST",
+                                        headers: [("Authorization", "Bearer \(token)"), ("Content-Type", "application/json")],
+                                        body: body, timeoutSeconds: timeoutSeconds)
+        transfer.waitForStatus()
+        let bytes = transfer.readAll()
+        let failure = transfer.failure
+        let status = transfer.status
+        transfer.close()
+        let decoded = (try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any]
+        return (status, decoded, status == 0 ? failure ?? "no response" : nil)
+    }
+}

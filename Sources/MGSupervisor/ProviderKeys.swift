@@ -8,7 +8,8 @@ import Synchronization
 /// NOTE: this hides the keys from /proc/PID/environ only; a sandboxed /proc and
 /// dropped capabilities are still needed against an agent that reads mg-run's memory.
 public enum ProviderKeys {
-    static let names = ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "OPENAI_ADMIN_KEY"]
+    /// MG_RUN_TOKEN is a parent run's token when mg-run runs inside another governed run.
+    static let names = ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "OPENAI_ADMIN_KEY", "MG_RUN_TOKEN"]
     private static let captured = Mutex<[String: String]>([:])
 
     /// Copies the keys, then overwrites their values in place with '*'. Call it first thing in main.

@@ -87,7 +87,10 @@ public final class Run: Sendable {
         if let path = options.summaryPath, !FileManager.default.createFile(atPath: path, contents: nil) {
             throw RunError("cannot create the summary file '\(path)'; check that its directory exists and is writable")
         }
-        let (upstreams, simulator) = try startUpstreams()
+        let parent = ParentRun.current()
+        let delegation = try parent.map { parent throws(RunError) in try requestDelegation(from: parent) }
+        defer { if let parent, let delegation { reportDelegation(to: parent, callID: delegation) } }
+        let (upstreams, simulator) = try startUpstreams(layers, parent: parent)
         let onLimitExceeded = try limitResponse(layers, prices: prices)
 
         let token = "mgr-" + randomHex(24)
@@ -110,6 +113,7 @@ public final class Run: Sendable {
         configuration.upstreamTimeoutSeconds = 600
         configuration.agentID = options.agentID
         configuration.context = options.context
+        configuration.parent = parent.map { ($0.url, $0.token) }
         configuration.modelFallbacks = layers.flatMap { $0.optimization?.modelFallbacks ?? [] }
         configuration.maxContextTokens = layers.compactMap { $0.optimization?.maxContextTokens }.min()
         for layer in layers {
@@ -131,7 +135,11 @@ public final class Run: Sendable {
         }
         let proxyURL = "http://127.0.0.1:\(server.port)"
 
-        let environment = childEnvironment(proxyURL: proxyURL, token: token)
+        var environment = childEnvironment(proxyURL: proxyURL, token: token)
+        environment["MG_RUN_DEPTH"] = String((parent?.depth ?? -1) + 1)
+        for variable in layers.flatMap({ $0.upstreams.values.compactMap(\.keyVariable) }) {
+            environment.removeValue(forKey: variable)
+        }
         let tree: SpawnedTree
         do {
             let path = try Spawner.resolve(options.command[0], path: environment["PATH"])
@@ -302,7 +310,37 @@ public final class Run: Sendable {
         return candidates.first { FileManager.default.fileExists(atPath: $0) }
     }
 
-    private func startUpstreams() throws(RunError) -> ([Provider: Upstream], HTTPServer?) {
+    /// Asks the parent run, through its check API, to allow this run as a `delegate:spawn` sub-agent; returns the check's call id.
+    private func requestDelegation(from parent: ParentRun) throws(RunError) -> String {
+        var context: [String: Any] = options.context
+        context["depth"] = parent.depth + 1
+        context["delegatee_agent_id"] = options.agentID
+        context["delegatee_trust_tier"] = options.trustTier.description
+        let answer = SupervisorClient.postJSON(url: parent.url + "/mg/v1/check", token: parent.token,
+                                               object: ["action": "delegate:spawn", "context": context])
+        if let failure = answer.failure {
+            throw RunError("this mg-run runs inside another governed run (MG_RUN_URL \(parent.url)), which did not answer its delegate:spawn check: \(failure); run it outside the governed run or fix the parent", exitStatus: ExitStatus.internalError)
+        }
+        guard answer.status == 200, let body = answer.body else {
+            throw RunError("the parent run answered the delegate:spawn check with HTTP \(answer.status); check that the parent mg-run is the same version", exitStatus: ExitStatus.internalError)
+        }
+        guard body["allowed"] as? Bool == true, let callID = body["call_id"] as? String else {
+            throw RunError("the parent run's policy refused this sub-agent (delegate:spawn at depth \(parent.depth + 1)): \(body["reason"] as? String ?? "no reason given")", exitStatus: ExitStatus.policyStop)
+        }
+        logger.info("parent run allowed this sub-agent", [("depth", String(parent.depth + 1)), ("parent", parent.url)])
+        return callID
+    }
+
+    /// Tells the parent run the sub-agent has ended, which frees its max_concurrent slot. Its calls were metered by the parent already.
+    private func reportDelegation(to parent: ParentRun, callID: String) {
+        let answer = SupervisorClient.postJSON(url: parent.url + "/mg/v1/report", token: parent.token,
+                                               object: ["call_id": callID, "cost_usd": 0, "success": true])
+        if answer.status != 200 {
+            logger.warning("cannot report the end of this sub-agent to the parent run", [("status", String(answer.status)), ("error", answer.failure ?? "")])
+        }
+    }
+
+    private func startUpstreams(_ layers: [Policy], parent: ParentRun?) throws(RunError) -> ([Provider: Upstream], HTTPServer?) {
         if options.upstreams.contains("simulate") {
             guard options.upstreams.count == 1 else {
                 throw RunError("--upstream simulate cannot be combined with other --upstream values; use one or the other")
@@ -324,6 +362,31 @@ public final class Run: Sendable {
                 throw RunError("invalid --upstream '\(spec)'; use simulate, openai=http://HOST:PORT/v1 or anthropic=http://HOST:PORT")
             }
             upstreams[provider] = Upstream(baseURL: parts[1], apiKey: ProviderKeys.value(provider == .openai ? "OPENAI_API_KEY" : "ANTHROPIC_API_KEY"))
+        }
+        // Policy upstreams come after --upstream; two layers naming different ones for a provider is an error.
+        var fromPolicy: [Provider: (file: String, upstream: Upstream)] = [:]
+        for layer in layers {
+            for (name, entry) in layer.upstreams {
+                guard let provider = Provider(rawValue: name), upstreams[provider] == nil else { continue }
+                var key: String?
+                if let variable = entry.keyVariable {
+                    guard let value = ProviderKeys.value(variable), !value.isEmpty else {
+                        throw RunError("\(layer.file): upstreams.\(name).api_key_env names \(variable), which is not set in mg-run's environment; export it or remove api_key_env")
+                    }
+                    key = value
+                }
+                if let other = fromPolicy[provider], other.upstream.baseURL != Upstream(baseURL: entry.baseURL, apiKey: nil).baseURL {
+                    throw RunError("\(other.file) and \(layer.file) set different upstreams.\(name).base_url; keep it in one layer")
+                }
+                fromPolicy[provider] = (layer.file, Upstream(baseURL: entry.baseURL, apiKey: key))
+            }
+        }
+        for (provider, entry) in fromPolicy where upstreams[provider] == nil {
+            upstreams[provider] = entry.upstream
+        }
+        // Inside a governed run, the parent's proxy is the upstream, so the parent meters every call too.
+        if upstreams.isEmpty, let parent {
+            return ([.openai: Upstream(baseURL: parent.url + "/v1", apiKey: parent.token), .anthropic: Upstream(baseURL: parent.url, apiKey: parent.token)], nil)
         }
         if upstreams.isEmpty {
             if let key = ProviderKeys.value("OPENAI_API_KEY"), !key.isEmpty {
@@ -384,4 +447,20 @@ public final class Run: Sendable {
 func randomHex(_ byteCount: Int) -> String {
     var generator = SystemRandomNumberGenerator()
     return (0..<byteCount).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+}
+
+/// The governed run this mg-run was started in, when it is a sub-agent: from MG_RUN_URL, MG_RUN_TOKEN and MG_RUN_DEPTH.
+struct ParentRun {
+    var url: String
+    var token: String
+    /// The parent's depth; the top run is depth 0.
+    var depth: Int
+
+    static func current() -> ParentRun? {
+        let environment = ProcessInfo.processInfo.environment
+        guard let url = environment["MG_RUN_URL"], url.hasPrefix("http://"), let token = ProviderKeys.value("MG_RUN_TOKEN"), !token.isEmpty else {
+            return nil
+        }
+        return ParentRun(url: url, token: token, depth: environment["MG_RUN_DEPTH"].flatMap { Int($0) } ?? 0)
+    }
 }

@@ -294,3 +294,28 @@ private func governor(_ yaml: String, time: ManualTimeSource = ManualTimeSource(
         #expect(CallDescriptor.normalizedTopic("  ,, ") == nil)
     }
 }
+
+@Suite struct DelegationLimitTests {
+    private func spawn(depth: Int) -> CallDescriptor {
+        var descriptor = CallDescriptor(actions: ["delegate:spawn"], model: "", price: ModelPrice(inputPerToken: 0, outputPerToken: 0),
+                                        inputTokensBound: 0, inputTokensEstimate: 0, producesOutput: false)
+        descriptor.depth = depth
+        return descriptor
+    }
+
+    @Test func depthAboveLimitIsForbidden() throws {
+        let subject = try governor("rules: [{action: \"delegate:*\", rate_limit: {max_depth: 2}}]")
+        #expect(subject.admit(spawn(depth: 2)).admission != nil)
+        let refusal = subject.admit(spawn(depth: 3)).refusal
+        #expect(refusal?.kind == .forbidden)
+        #expect(refusal?.limit == "rules[0].rate_limit.max_depth")
+    }
+
+    @Test func liveSubAgentsCountAsConcurrent() throws {
+        let subject = try governor("rules: [{action: \"delegate:*\", rate_limit: {max_concurrent: 1}}]")
+        let first = try #require(subject.admit(spawn(depth: 1)).admission)
+        #expect(subject.admit(spawn(depth: 1)).refusal?.limit == "rules[0].rate_limit.max_concurrent")
+        subject.settle(first.id, cost: .zero, tokens: 0)
+        #expect(subject.admit(spawn(depth: 1)).admission != nil)
+    }
+}

@@ -88,3 +88,43 @@ private func errors(_ yaml: String) -> [String] {
         #expect(!policy.rules[0].rateLimit.fixedWindows)
     }
 }
+
+@Suite struct UpstreamsLoadingTests {
+    private func errors(_ yaml: String) -> [String] {
+        do {
+            _ = try PolicyLoader.parse(text: yaml, file: "u.yaml")
+            return []
+        } catch {
+            return error.errors.map(\.description)
+        }
+    }
+
+    @Test func loadsProviders() throws {
+        let policy = try PolicyLoader.parse(text: """
+            upstreams:
+              openai: {base_url: "https://gateway.example/v1", api_key_env: TEAM_OPENAI_KEY}
+              anthropic: {base_url: "http://127.0.0.1:8080"}
+            """, file: "u.yaml")
+        #expect(policy.upstreams["openai"]?.baseURL == "https://gateway.example/v1")
+        #expect(policy.upstreams["openai"]?.keyVariable == "TEAM_OPENAI_KEY")
+        #expect(policy.upstreams["anthropic"]?.keyVariable == nil)
+    }
+
+    @Test func keyValueInPolicyIsError() {
+        let found = errors("upstreams:\n  openai: {base_url: \"https://x/v1\", api_key_env: \"sk-abc def\"}")
+        #expect(found.first?.contains("is not an environment variable name") == true)
+    }
+
+    @Test func badURLIsError() {
+        #expect(errors("upstreams:\n  openai: {base_url: \"ftp://x\"}").first?.contains("is not an http:// or https:// URL") == true)
+    }
+
+    @Test func searchProvidersAreNotSupportedYet() {
+        #expect(errors("upstreams:\n  tavily: {base_url: \"https://x\"}").first?.contains("not supported yet") == true)
+    }
+
+    @Test func maxDepthLoads() throws {
+        let policy = try PolicyLoader.parse(text: "rules: [{action: \"delegate:*\", rate_limit: {max_depth: 2}}]", file: "u.yaml")
+        #expect(policy.rules[0].rateLimit.maxDepth == 2)
+    }
+}

@@ -134,7 +134,7 @@ def test_policy_errors_name_position_and_path(tmp_path):
     assert lines[0] == f"mg-run: error: {policy}:4:7: rules[0].rate_limit: unknown key 'max_per_minit' (did you mean 'max_per_minute'?)"
     assert lines[1] == f"{policy}:5:21: rules[0].rate_limit.max_per_hour: expected a non-negative whole number, got the quoted string \"10\"; remove the quotes"
     assert lines[2] == f"{policy}:6:7: rules[0].rate_limit: duplicate key 'max_per_hour' (first at line 5); remove one of them"
-    assert lines[3].startswith(f"{policy}:7:5: rules[0].conditions: is not supported yet")
+    assert lines[3].startswith(f"{policy}:7:19: rules[0].conditions[0]: unknown identifier 'x'")
 
 
 def test_missing_key_suggests_simulate(tmp_path):
