@@ -8,6 +8,8 @@ public struct Admission: Sendable {
     /// Whether mg-run must set or lower the client's output cap to `outputTokens`.
     public var rewritesOutputCap: Bool
     public var reservedCost: USD
+    /// What the audit log keeps of the call: the most any matched rule asks for, `none` only when every one says none.
+    public var auditLevel = AuditLevel.basic
 }
 
 public struct Refusal: Sendable, Error {

@@ -737,7 +737,8 @@ public final class Governor: Sendable {
             id: id,
             outputTokens: call.producesOutput ? outputTokens : nil,
             rewritesOutputCap: call.producesOutput && outputTokens != call.requestedOutputTokens && outputTokens != unknownLimit,
-            reservedCost: reservedCost))
+            reservedCost: reservedCost,
+            auditLevel: matched.filter { $0.key.rule >= 0 }.map(\.rule.audit).max() ?? .basic))
     }
 }
 

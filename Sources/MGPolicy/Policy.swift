@@ -4,6 +4,20 @@ public enum Effect: String, Sendable {
     case allow, deny
 }
 
+/// `audit` on a rule: how much of its calls the audit log keeps.
+public enum AuditLevel: String, Sendable, Comparable, CaseIterable {
+    /// No line for allowed calls; refusals are still audited.
+    case none
+    /// One line per call: action, decision, tokens, cost.
+    case basic
+    /// The line plus the request and response bodies, with secrets redacted.
+    case detailed
+
+    public static func < (lhs: AuditLevel, rhs: AuditLevel) -> Bool {
+        allCases.firstIndex(of: lhs)! < allCases.firstIndex(of: rhs)!
+    }
+}
+
 /// Count and token limits of one rule.
 public struct RateLimit: Sendable, Equatable {
     /// `window: fixed`: windows start at calendar boundaries (UTC) instead of rolling with each call.
@@ -107,6 +121,7 @@ public struct Rule: Sendable {
     public var maxIterationsPerTopic: Int?
     /// Kept allowed when a budget threshold pauses non-essential actions.
     public var essential = false
+    public var audit = AuditLevel.basic
     /// `conditions`: the rule applies only to operations for which every one holds.
     public var conditions: [Condition] = []
     /// `requires`: context values the operation must carry, as text (`true`, `verified`).

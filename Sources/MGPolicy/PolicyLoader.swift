@@ -13,8 +13,7 @@ public enum PolicyLoader {
         "run",
     ]
     static let supportedRuleKeys = ["action", "effect", "rate_limit", "cost_ceiling", "behavioral_limits", "essential", "name", "description", "requires",
-                                     "conditions"]
-    static let notSupportedRuleKeys = ["audit"]
+                                     "conditions", "audit"]
     static let supportedRateLimitKeys = [
         "max_per_second", "max_per_minute", "max_per_hour", "max_per_day", "max_per_task", "max_concurrent",
         "max_tokens_per_call", "max_input_tokens_per_call", "max_output_tokens_per_call",
@@ -238,7 +237,7 @@ public enum PolicyLoader {
     }
 
     static func readRule(_ node: YAMLNode, path: String, namedLists: [String: ExpressionValue] = [:], reader: inout SchemaReader) -> Rule? {
-        guard let keys = reader.mapping(node, path: path, supported: supportedRuleKeys, notSupportedYet: notSupportedRuleKeys) else { return nil }
+        guard let keys = reader.mapping(node, path: path, supported: supportedRuleKeys) else { return nil }
         guard let actionNode = keys["action"] else {
             reader.fail(node, path, "missing key 'action'; add a glob such as action: \"llm:*\"")
             return nil
@@ -271,6 +270,9 @@ public enum PolicyLoader {
         }
         if let essentialNode = keys["essential"], let essential = reader.boolean(essentialNode, path: "\(path).essential") {
             rule.essential = essential
+        }
+        if let auditNode = keys["audit"], let level = reader.choice(auditNode, path: "\(path).audit", among: AuditLevel.allCases.map(\.rawValue)) {
+            rule.audit = AuditLevel(rawValue: level) ?? .basic
         }
         if let conditionsNode = keys["conditions"] {
             rule.conditions = reader.conditions(conditionsNode, path: "\(path).conditions", namedLists: namedLists)

@@ -16,6 +16,9 @@ public struct AuditRecord: Sendable {
     public var status = 0
     /// True when the provider reported no usage and the cost is mg-run's bound.
     public var estimated = false
+    /// With `audit: detailed`: the bodies, redacted and truncated.
+    public var requestBody: String?
+    public var responseBody: String?
 
     public init(action: String, model: String?, decision: String, reason: String) {
         self.action = action
@@ -61,6 +64,8 @@ public final class AuditLog: Sendable {
             ("status", String(record.status)),
         ]
         if record.estimated { fields.append(("estimated", "true")) }
+        if let body = record.requestBody { fields.append(("request_body", quoted(body))) }
+        if let body = record.responseBody { fields.append(("response_body", quoted(body))) }
         var line = "{"
         line.reserveCapacity(320)
         for (index, field) in fields.enumerated() {

@@ -70,6 +70,8 @@ public final class MeteringProxy: HTTPHandler {
     let onStop: @Sendable (String) -> Void
     let curl = CurlPool()
     private let conclusions = Locked<(first: Date?, countedAfterGrace: Int)>((nil, 0))
+    /// Redacts bodies for rules with `audit: detailed`.
+    let redactor: Redactor
     /// Checks allowed by the check API and not reported yet, by call id.
     let openChecks = Locked<[String: (admission: Admission, action: String, started: Date, parentCallID: String?)]>([:])
     /// When each limit last sent its notify messages.
@@ -81,6 +83,7 @@ public final class MeteringProxy: HTTPHandler {
         self.audit = audit
         self.logger = logger
         self.onStop = onStop
+        self.redactor = Redactor(secrets: [configuration.token] + configuration.upstreams.values.compactMap(\.apiKey))
     }
 
     public var maxBodyBytes: Int { configuration.maxRequestBytes }
@@ -382,8 +385,11 @@ public final class MeteringProxy: HTTPHandler {
         let (action, model, status) = (call.modelAction, call.model, transfer.status)
         let reason = failure.map { "upstream transfer failed: \($0)" } ?? "ok"
         // Settled once the response is on its way: the reservation covers the call until then.
+        let detailed = admission.auditLevel == .detailed
+        let requestBody = detailed ? call.body : nil
         return HTTPResponse(status: status, headers: headers, body: .bytes(responseBody)) { [self] in
-            settle(action: action, model: model, admission: admission, usage: usage, status: status, started: started, reason: reason)
+            settle(action: action, model: model, admission: admission, usage: usage, status: status, started: started, reason: reason,
+                   requestBody: requestBody, responseBody: detailed ? responseBody : nil)
         }
     }
 
@@ -392,8 +398,14 @@ public final class MeteringProxy: HTTPHandler {
         Usage(uncachedInputTokens: call.inputTokensBound, outputTokens: (admission.outputTokens ?? 0) * call.choices, estimated: true)
     }
 
-    func settle(action: String, model: String, admission: Admission, usage: Usage, status: Int, started: Date, reason: String) {
+    func settle(action: String, model: String, admission: Admission, usage: Usage, status: Int, started: Date, reason: String,
+                requestBody: [UInt8]? = nil, responseBody: [UInt8]? = nil) {
         let cost = governor.settle(admission.id, usage: usage)
+        defer {
+            for event in governor.takeBudgetEvents() {
+                handle(event)
+            }
+        }
         var reason = usage.estimated ? "\(reason); usage missing, charged the reserved bound" : reason
         if cost > admission.reservedCost {
             // The input bound was too low (media priced above its allowance, server-side tools), so a ceiling may be passed.
@@ -406,9 +418,13 @@ public final class MeteringProxy: HTTPHandler {
         entry.outputTokens = usage.outputTokens
         entry.costUSD = cost.description
         entry.estimated = usage.estimated
-        record(entry, status: status, started: started)
-        for event in governor.takeBudgetEvents() {
-            handle(event)
+        if admission.auditLevel == .detailed {
+            entry.requestBody = requestBody.map(redactor.redact)
+            entry.responseBody = responseBody.map(redactor.redact)
+        }
+        // audit: none keeps no line for allowed calls, unless the call cost more than it reserved.
+        if admission.auditLevel != .none || cost > admission.reservedCost {
+            record(entry, status: status, started: started)
         }
     }
 
@@ -485,6 +501,8 @@ final class MeteredStream: ResponseStream, @unchecked Sendable {
     private let started: Date
     private var tracker: StreamTracker
     private var ended = false
+    /// The stream as forwarded, for `audit: detailed`, up to the redactor's limit.
+    private var kept: [UInt8]?
 
     init(proxy: MeteringProxy, transfer: UpstreamTransfer, call: ParsedCall, admission: Admission, price: ModelPrice, started: Date) {
         self.proxy = proxy
@@ -493,6 +511,7 @@ final class MeteredStream: ResponseStream, @unchecked Sendable {
         self.admission = admission
         self.started = started
         self.tracker = StreamTracker(endpoint: call.endpoint, dropsUsageChunk: call.injectsUsage)
+        if admission.auditLevel == .detailed { kept = [] }
     }
 
     func next() -> [UInt8]? {
@@ -502,7 +521,9 @@ final class MeteredStream: ResponseStream, @unchecked Sendable {
             let rest = tracker.flush()
             return rest.isEmpty ? nil : rest
         }
-        return tracker.feed(chunk)
+        let forwarded = tracker.feed(chunk)
+        if kept != nil && kept!.count <= proxy.redactor.limit { kept!.append(contentsOf: forwarded) }
+        return forwarded
     }
 
     func finish(clientGone: Bool) {
@@ -517,11 +538,11 @@ final class MeteredStream: ResponseStream, @unchecked Sendable {
         if let failure = transfer.failure { reason = "upstream stream failed: \(failure)" }
         transfer.close()
         let usage = tracker.usage ?? proxy.estimate(call, admission: admission)
-        proxy.settle(action: call.modelAction, model: call.model, admission: admission, usage: usage, status: transfer.status, started: started, reason: reason)
+        proxy.settle(action: call.modelAction, model: call.model, admission: admission, usage: usage, status: transfer.status, started: started, reason: reason,
+                     requestBody: kept == nil ? nil : call.body, responseBody: kept)
     }
 }
 
-/// Returns the 64-bit FNV-1a hash of a request body, which identifies a request repeated after an error.
 /// Returns whether `bytes` contain `needle`'s UTF-8 bytes.
 func contains(_ bytes: [UInt8], _ needle: String) -> Bool {
     let pattern = Array(needle.utf8)
@@ -534,6 +555,7 @@ func contains(_ bytes: [UInt8], _ needle: String) -> Bool {
     return false
 }
 
+/// Returns the 64-bit FNV-1a hash of a request body, which identifies a request repeated after an error.
 func fingerprint(_ bytes: [UInt8]) -> UInt64 {
     var hash: UInt64 = 0xcbf2_9ce4_8422_2325
     for byte in bytes {

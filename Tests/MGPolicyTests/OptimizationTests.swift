@@ -128,3 +128,24 @@ private func errors(_ yaml: String) -> [String] {
         #expect(policy.rules[0].rateLimit.maxDepth == 2)
     }
 }
+
+@Suite struct AuditLevelLoadingTests {
+    @Test func levelsLoad() throws {
+        let policy = try PolicyLoader.parse(text: """
+            rules:
+              - {action: "a", audit: none}
+              - {action: "b", audit: detailed}
+              - {action: "c"}
+            """, file: "a.yaml")
+        #expect(policy.rules.map(\.audit) == [.none, .detailed, .basic])
+    }
+
+    @Test func misspelledLevelSuggestsFix() {
+        do {
+            _ = try PolicyLoader.parse(text: "rules: [{action: a, audit: detailled}]", file: "a.yaml")
+            Issue.record("expected an error")
+        } catch {
+            #expect(error.errors.first?.description.contains("did you mean 'detailed'?") == true)
+        }
+    }
+}

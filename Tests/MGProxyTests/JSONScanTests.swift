@@ -71,3 +71,20 @@ import Testing
         #expect(parsed?.cacheWrite1hTokens == 50)
     }
 }
+
+@Suite struct RedactorTests {
+    @Test func knownSecretsAndShapesAreRedacted() {
+        let redactor = Redactor(secrets: ["mgr-0123456789abcdef"])
+        let text = redactor.redact(Array("token mgr-0123456789abcdef key sk-ant-api03-abcdefghijklmnop Authorization: Bearer abcdefghijklmnopqrstuv".utf8))
+        #expect(text == "token [REDACTED] key [REDACTED] Authorization: [REDACTED]")
+    }
+
+    @Test func longBodyIsCut() {
+        let text = Redactor(secrets: [], limit: 4).redact(Array("abcdefgh".utf8))
+        #expect(text == "abcd…[4 more bytes not kept]")
+    }
+
+    @Test func shortSecretsAreIgnored() {
+        #expect(Redactor(secrets: ["ab"]).redact(Array("abab".utf8)) == "abab")
+    }
+}

@@ -1,0 +1,32 @@
+import Foundation
+
+/// Redacts bodies for `audit: detailed`: the run token, the real keys and anything shaped like a common API key
+/// or bearer token become `[REDACTED]`, and a body longer than `limit` bytes is cut.
+/// NOTE: it finds secrets by shape; a secret of another shape inside a prompt is kept.
+struct Redactor: @unchecked Sendable {
+    // NSRegularExpression is immutable after creation and safe to share between threads.
+    private let secrets: [String]
+    private let patterns: [NSRegularExpression]
+    let limit: Int
+
+    init(secrets: [String], limit: Int = 64 << 10) {
+        self.secrets = secrets.filter { $0.count >= 8 }.sorted { $0.count > $1.count }
+        self.limit = limit
+        // OpenAI and Anthropic keys (sk-...), AWS access key ids, and bearer tokens in text.
+        let sources = [#"sk-[A-Za-z0-9_\-]{16,}"#, #"AKIA[0-9A-Z]{16}"#, #"(?i)bearer\s+[A-Za-z0-9._\-~+/]{16,}=*"#]
+        patterns = sources.compactMap { try? NSRegularExpression(pattern: $0) }
+    }
+
+    func redact(_ bytes: [UInt8]) -> String {
+        let cut = bytes.count > limit
+        var text = String(decoding: cut ? Array(bytes.prefix(limit)) : bytes, as: UTF8.self)
+        for secret in secrets {
+            text = text.replacingOccurrences(of: secret, with: "[REDACTED]")
+        }
+        for pattern in patterns {
+            text = pattern.stringByReplacingMatches(in: text, range: NSRange(text.startIndex..., in: text), withTemplate: "[REDACTED]")
+        }
+        if cut { text += "…[\(bytes.count - limit) more bytes not kept]" }
+        return text
+    }
+}
