@@ -224,7 +224,7 @@ private func errors(of text: String, file: String = "policy.yaml") -> [String] {
               allowed_hours: {start: 9, end: 17}
             rules:
               - action: "llm:*"
-                audit: detailed
+            approval_required: []
             circuit_breaker:
               triggers: []
             on_limit_exceeded:
@@ -232,7 +232,7 @@ private func errors(of text: String, file: String = "policy.yaml") -> [String] {
             """)
         #expect(found.count == 4)
         #expect(found[0].hasPrefix("policy.yaml:1:1: time_restrictions: is not supported yet by this version of mg-run"))
-        #expect(found[1].hasPrefix("policy.yaml:5:5: rules[0].audit: is not supported yet"))
+        #expect(found[1].hasPrefix("policy.yaml:5:1: approval_required: is not supported yet"))
         #expect(found[2].hasPrefix("policy.yaml:6:1: circuit_breaker: is not supported yet"))
         #expect(found[3] == "policy.yaml:9:11: on_limit_exceeded.action: 'pause' is not supported yet by this version of mg-run; use deny, queue, graceful_conclude or kill")
     }
