@@ -314,6 +314,8 @@ public struct Policy: Sendable {
     /// `prices:` entries by model glob, overriding the price table.
     public var priceOverrides: [(glob: String, price: ModelPrice)] = []
     public var optimization: Optimization?
+    /// `scaling` tiers, shown by `check --explain` and not enforced: name, agents, daily budget, per-agent limit, dedicated support.
+    public var scaling: [(name: String, agents: Int?, dailyBudget: USD?, perAgentLimit: USD?, dedicatedSupport: Bool?)] = []
     /// `upstreams:` by provider name (`openai`, `anthropic`): where to forward, and the variable holding the key.
     public var upstreams: [String: (baseURL: String, keyVariable: String?)] = [:]
     /// Top-level lists of scalars, by name, for conditions (`request.domain in allowed_domains`).

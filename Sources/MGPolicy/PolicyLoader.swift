@@ -6,10 +6,10 @@ import Foundation
 public enum PolicyLoader {
     static let metadataKeys = ["name", "version", "description", "owner", "approved_by", "last_updated", "rationale", "changelog"]
     static let supportedTopLevel = metadataKeys + ["rules", "on_limit_exceeded", "default_effect", "global_rate_limit", "rate_limit", "prices", "unknown_model", "budget",
-                                                   "agent_match", "optimization", "upstreams"]
+                                                   "agent_match", "optimization", "upstreams", "scaling"]
     static let notSupportedTopLevel = [
         "time_restrictions", "approval_required",
-        "anomaly_detection", "circuit_breaker", "emergency_stop", "cost_tracking", "scaling",
+        "anomaly_detection", "circuit_breaker", "emergency_stop", "cost_tracking",
         "run",
     ]
     static let supportedRuleKeys = ["action", "effect", "rate_limit", "cost_ceiling", "behavioral_limits", "essential", "name", "description", "requires",
@@ -144,6 +144,28 @@ public enum PolicyLoader {
                     reader.fail(keyNode, "\(path).api_key_env", "'\(variable)' is not an environment variable name; give the name, not the key")
                 }
                 policy.upstreams[name] = (url, variable)
+            }
+        }
+        if let node = top["scaling"] {
+            if case .mapping(let pairs) = node.value {
+                var seen: [String: Int] = [:]
+                for (nameNode, tierNode) in pairs {
+                    guard let name = reader.string(nameNode, path: "scaling") else { continue }
+                    if let line = seen.updateValue(nameNode.position.line, forKey: name) {
+                        reader.fail(nameNode, "scaling", "duplicate key '\(name)' (first at line \(line)); remove one of them")
+                        continue
+                    }
+                    let path = "scaling.\(name)"
+                    guard let fields = reader.mapping(tierNode, path: path, supported: ["agents", "daily_budget", "per_agent_limit", "dedicated_support"]) else { continue }
+                    policy.scaling.append((
+                        name,
+                        fields["agents"].flatMap { reader.count($0, path: "\(path).agents") },
+                        fields["daily_budget"].flatMap { reader.dollars($0, path: "\(path).daily_budget") },
+                        fields["per_agent_limit"].flatMap { reader.dollars($0, path: "\(path).per_agent_limit") },
+                        fields["dedicated_support"].flatMap { reader.boolean($0, path: "\(path).dedicated_support") }))
+                }
+            } else {
+                reader.fail(node, "scaling", "expected a mapping of tier names to {agents, daily_budget, per_agent_limit, dedicated_support}, got \(node.kindName)")
             }
         }
         if let node = top["optimization"] {

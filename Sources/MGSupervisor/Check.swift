@@ -71,9 +71,20 @@ enum PolicyCheck {
                 ("consecutive", limits.maxConsecutive.map(String.init)), ("cooldown s", limits.cooldownSeconds.map(String.init)),
                 ("retries", limits.maxRetries.map(String.init)), ("retry delay s", limits.retryDelaySeconds.map(String.init)),
                 ("failures in a row", limits.maxConsecutiveFailures.map(String.init)),
+                ("depth", limits.maxDepth.map(String.init)), ("windows", limits.fixedWindows ? "fixed" : nil),
+                ("conclude after", rule.requireConclusionAfter.map(String.init)),
+                ("research in a row", rule.maxConsecutiveResearch.map(String.init)),
+                ("calls per topic", rule.maxIterationsPerTopic.map(String.init)),
+                ("audit", rule.audit == .basic ? nil : rule.audit.rawValue), ("essential", rule.essential ? "yes" : nil),
             ]
             let set = windows.compactMap { name, value in value.map { "\(name) \($0)" } }
             if !set.isEmpty { windowLines.append("  \(rule.path) also: \(set.joined(separator: ", "))") }
+            if !rule.conditions.isEmpty {
+                windowLines.append("  \(rule.path) applies when: \(rule.conditions.map(\.text).joined(separator: " AND "))")
+            }
+            if !rule.requires.isEmpty {
+                windowLines.append("  \(rule.path) requires: \(rule.requires.map { "\($0.key) = \($0.value)" }.joined(separator: ", "))")
+            }
         }
         let widths = header.indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
         for row in rows {
@@ -81,6 +92,51 @@ enum PolicyCheck {
             lines.append("  " + cells.joined(separator: "  ").trimmingCharacters(in: .whitespaces))
         }
         lines += windowLines
+        lines += sectionLines(of: policy)
         return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// Returns one line per layer-wide section that is set: budget, fallbacks, optimization, upstreams, scaling and named lists.
+    static func sectionLines(of policy: Policy) -> [String] {
+        var lines: [String] = []
+        if let budget = policy.budget {
+            var text = "  budget: \(budget.dailyLimit) USD a day"
+            if let warning = budget.warningPercent { text += ", warning at \(warning)%" }
+            if let critical = budget.criticalPercent { text += ", critical at \(critical)%" }
+            lines.append(text)
+        }
+        let onLimit = policy.onLimitExceeded ?? OnLimitExceeded()
+        for step in onLimit.fallbackChain {
+            let target: String
+            switch step.to {
+            case .model(let model): target = "llm:\(model)"
+            case .queue: target = "queue"
+            }
+            lines.append("  fallback: \(step.from) -> \(target) when \(step.when.rawValue)")
+        }
+        for notification in onLimit.notify {
+            lines.append("  notify \(notification.channel): \(notification.message)")
+        }
+        for fallback in policy.optimization?.modelFallbacks ?? [] {
+            lines.append("  model fallback: \(fallback.from) -> llm:\(fallback.to)\(fallback.when.map { " when \($0.text)" } ?? "")")
+        }
+        if let limit = policy.optimization?.maxContextTokens {
+            lines.append("  context trimming: to \(limit) input tokens, keeping system messages and the newest turns")
+        }
+        for (name, upstream) in policy.upstreams.sorted(by: { $0.key < $1.key }) {
+            lines.append("  upstream \(name): \(upstream.baseURL)\(upstream.keyVariable.map { " (key from $\($0))" } ?? "")")
+        }
+        for tier in policy.scaling {
+            var parts: [String] = []
+            if let agents = tier.agents { parts.append("\(agents) agents") }
+            if let budget = tier.dailyBudget { parts.append("\(budget) USD a day") }
+            if let limit = tier.perAgentLimit { parts.append("\(limit) USD per agent") }
+            if tier.dedicatedSupport == true { parts.append("dedicated support") }
+            lines.append("  scaling \(tier.name) (not enforced): \(parts.joined(separator: ", "))")
+        }
+        for (name, value) in policy.namedLists.sorted(by: { $0.key < $1.key }) {
+            lines.append("  list \(name): \(value)")
+        }
+        return lines
     }
 }

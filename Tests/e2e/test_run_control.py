@@ -322,6 +322,26 @@ def test_shipped_profiles_load_and_explain():
         assert result.returncode == 0, f"{name}: {result.stderr}"
         assert result.stdout.startswith(f"{path}: valid"), name
         assert "  rule " in result.stdout, name
+    explained = {name: subprocess.run([MG_RUN, "check", "--explain", str(ROOT / f"profiles/{name}.yaml")], capture_output=True, text=True).stdout
+                 for name in ["research", "development", "enterprise"]}
+    assert "rules[1] also: research in a row 8, calls per topic 5" in explained["research"]
+    assert "model fallback: llm:gpt-4o -> llm:gpt-4o-mini when current_cost > 2" in explained["research"]
+    assert "context trimming: to 60000 input tokens" in explained["research"]
+    assert "rules[4] applies when: same_action_repeated > 5" in explained["development"]
+    assert "applies to: environment production or staging; trust tier basic or higher" in explained["enterprise"]
+    assert "rules[1] requires: delegation_approved = true" in explained["enterprise"]
+    assert "fallback: llm:gpt-4o -> llm:gpt-4o-mini when cost_limit_hit" in explained["enterprise"]
+    assert "budget: 500 USD a day, warning at 80%, critical at 100%" in explained["enterprise"]
+
+
+def test_enterprise_profile_needs_environment(tmp_path):
+    result = subprocess.run([MG_RUN, "--policy", str(ROOT / "profiles/enterprise.yaml"), "--upstream", "simulate", "--", "true"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "it needs environment production or staging (--env)" in result.stderr
+    result = subprocess.run([MG_RUN, "--policy", str(ROOT / "profiles/enterprise.yaml"), "--upstream", "simulate", "--env", "staging",
+                             "--", "true"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
 
 
 def test_runaway_concluded_under_research_profile(tmp_path):
