@@ -26,6 +26,8 @@ public final class Ledger: SharedLedger, @unchecked Sendable {
     private let logger: Logger
     private let lock = Locked(())
     private let connection: SQLiteConnection
+    /// Shares transactions between concurrent admissions and settlements.
+    private var commits: GroupCommit!
     private let insertCall: Statement
     private let settleCall: Statement
     private let releaseCall: Statement
@@ -71,6 +73,9 @@ public final class Ledger: SharedLedger, @unchecked Sendable {
         self.connection = connection
         try connection.execute("PRAGMA journal_mode=WAL")
         try connection.execute("PRAGMA synchronous=NORMAL")
+        // Checkpoints copy the WAL into the database file. A thread of its own runs them, off the
+        // calls' path, where an automatic checkpoint added milliseconds to the call that triggered it.
+        try connection.execute("PRAGMA wal_autocheckpoint=0")
 
         try connection.transaction { () throws(LedgerError) in
             try connection.execute("""
@@ -104,9 +109,8 @@ public final class Ledger: SharedLedger, @unchecked Sendable {
                     estimated INTEGER,
                     settled_at REAL,
                     PRIMARY KEY (run_id, call_id)
-                );
+                ) WITHOUT ROWID;
                 CREATE INDEX IF NOT EXISTS calls_by_agent ON calls (agent_id, admitted_at);
-                CREATE INDEX IF NOT EXISTS calls_reserved ON calls (state) WHERE state = 'reserved';
                 """)
             var version: Int64?
             try connection.prepare("SELECT value FROM meta WHERE key = 'schema_version'").run([]) { version = Int64($0.text(0)) }
@@ -123,10 +127,12 @@ public final class Ledger: SharedLedger, @unchecked Sendable {
             INSERT INTO calls (run_id, call_id, agent_id, task_id, admitted_at, actions, model, state, reserved_tokens, reserved_picodollars)
             VALUES (?, ?, ?, ?, ?, ?, ?, 'reserved', ?, ?)
             """)
+        // A settlement wins over a release by another process: a run judged dead that still settles was
+        // alive, and the provider billed its call.
         settleCall = try connection.prepare("""
             UPDATE calls SET state = 'settled', input_tokens = ?, cache_read_tokens = ?, cache_write_tokens = ?, output_tokens = ?,
                 cost_picodollars = ?, estimated = ?, settled_at = ?
-            WHERE run_id = ? AND call_id = ? AND state = 'reserved'
+            WHERE run_id = ? AND call_id = ? AND state != 'settled'
             """)
         releaseCall = try connection.prepare("UPDATE calls SET state = 'released', settled_at = ? WHERE run_id = ? AND call_id = ? AND state = 'reserved'")
         selectOthers = try connection.prepare("""
@@ -137,6 +143,8 @@ public final class Ledger: SharedLedger, @unchecked Sendable {
             ORDER BY admitted_at
             """)
         selectDataVersion = try connection.prepare("PRAGMA data_version")
+        commits = GroupCommit { [unowned self] batch in self.commit(batch) }
+        startCheckpoints()
         try lock.withLock { _ throws(LedgerError) in try recoverDeadRuns(now: Date().timeIntervalSince1970) }
         var average: Int64?
         try connection.prepare("""
@@ -151,31 +159,67 @@ public final class Ledger: SharedLedger, @unchecked Sendable {
         averageTaskCost = average.map { USD(picodollars: $0) }
     }
 
+    /// Checkpoints the WAL once a second from a connection of its own, for as long as the ledger exists.
+    private func startCheckpoints() {
+        let path = path
+        let logger = logger
+        let thread = Thread { [weak self] in
+            guard let checkpointer = try? SQLiteConnection(path: path) else { return }
+            while self != nil {
+                sleep(1)
+                do throws(LedgerError) {
+                    try checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                } catch {
+                    logger.warning("ledger checkpoint failed", [("ledger", path), ("error", error.message)])
+                }
+            }
+        }
+        thread.name = "mg-run ledger checkpoint"
+        thread.start()
+    }
+
     // MARK: - SharedLedger
+
+    /// Runs a batch of jobs in one transaction. A job that fails leaves the others alone; a failed commit fails them all.
+    private func commit(_ batch: [GroupCommit.Job]) {
+        lock.withLock { _ in
+            do throws(LedgerError) {
+                try connection.transaction { () throws(LedgerError) in
+                    for job in batch {
+                        do throws(LedgerError) {
+                            try job.work()
+                        } catch {
+                            job.failure = error
+                        }
+                    }
+                }
+            } catch {
+                for job in batch where job.failure == nil { job.failure = error }
+            }
+        }
+    }
 
     public func admitting(since: Double, _ decide: ([SharedCall]?) -> LedgerReservation?) throws(LedgerFailure) {
         do {
-            try lock.withLock { _ throws(LedgerError) in
-                try connection.transaction { () throws(LedgerError) in
-                    let now = Date().timeIntervalSince1970
-                    var changed = false
-                    if now - lastRecovery >= Ledger.recoveryInterval {
-                        changed = try recoverDeadRuns(now: now)
-                    }
-                    var version: Int64 = 0
-                    try selectDataVersion.run([]) { version = $0.integer(0) }
-                    var others: [SharedCall]?
-                    if version != lastDataVersion || changed {
-                        lastDataVersion = version
-                        others = try readOthers(since: since)
-                    }
-                    guard let reservation = decide(others) else { return }
-                    try insertCall.run([
-                        .text(runID), .integer(Int64(bitPattern: reservation.id)), .text(agentID), .text(taskID), .real(reservation.time),
-                        .text(reservation.actions.joined(separator: "\n")), .text(reservation.model),
-                        .integer(reservation.tokens), .integer(reservation.cost.picodollars),
-                    ])
+            try commits.run { () throws(LedgerError) in
+                let now = Date().timeIntervalSince1970
+                var changed = false
+                if now - lastRecovery >= Ledger.recoveryInterval {
+                    changed = try recoverDeadRuns(now: now)
                 }
+                var version: Int64 = 0
+                try selectDataVersion.run([]) { version = $0.integer(0) }
+                var others: [SharedCall]?
+                if version != lastDataVersion || changed {
+                    lastDataVersion = version
+                    others = try readOthers(since: since)
+                }
+                guard let reservation = decide(others) else { return }
+                try insertCall.run([
+                    .text(runID), .integer(Int64(bitPattern: reservation.id)), .text(agentID), .text(taskID), .real(reservation.time),
+                    .text(reservation.actions.joined(separator: "\n")), .text(reservation.model),
+                    .integer(reservation.tokens), .integer(reservation.cost.picodollars),
+                ])
             }
         } catch {
             logger.error("ledger write failed", [("ledger", path), ("error", error.message)])
@@ -203,20 +247,18 @@ public final class Ledger: SharedLedger, @unchecked Sendable {
     /// (streams still running when mg-run exits), else released.
     public func finish(reason: String, chargeReserved: Bool) {
         write("finish") { () throws(LedgerError) in
-            try connection.transaction { () throws(LedgerError) in
-                let now = Date().timeIntervalSince1970
-                let sql = chargeReserved
-                    ? "UPDATE calls SET state = 'settled', cost_picodollars = reserved_picodollars, estimated = 1, settled_at = ? WHERE run_id = ? AND state = 'reserved'"
-                    : "UPDATE calls SET state = 'released', settled_at = ? WHERE run_id = ? AND state = 'reserved'"
-                try connection.prepare(sql).run([.real(now), .text(runID)])
-                try connection.prepare("UPDATE runs SET ended_at = ?, end_reason = ? WHERE run_id = ?").run([.real(now), .text(reason), .text(runID)])
-            }
+            let now = Date().timeIntervalSince1970
+            let sql = chargeReserved
+                ? "UPDATE calls SET state = 'settled', cost_picodollars = reserved_picodollars, estimated = 1, settled_at = ? WHERE run_id = ? AND state = 'reserved'"
+                : "UPDATE calls SET state = 'released', settled_at = ? WHERE run_id = ? AND state = 'reserved'"
+            try connection.prepare(sql).run([.real(now), .text(runID)])
+            try connection.prepare("UPDATE runs SET ended_at = ?, end_reason = ? WHERE run_id = ?").run([.real(now), .text(reason), .text(runID)])
         }
     }
 
     private func write(_ what: String, _ body: () throws(LedgerError) -> Void) {
         do {
-            try lock.withLock { _ throws(LedgerError) in try body() }
+            try commits.run(body)
         } catch {
             // The response is already sent; the call stays reserved in the ledger, which over-counts and never under-counts.
             logger.error("ledger \(what) failed", [("ledger", path), ("error", error.message)])
@@ -244,7 +286,9 @@ public final class Ledger: SharedLedger, @unchecked Sendable {
             open.append((row.text(0), Int32(truncatingIfNeeded: row.integer(1)), row.text(2)))
         }
         var changed = false
-        for run in open where ProcessIdentity.of(pid: run.pid) != run.identity {
+        // A run in another PID namespace (a sub-agent's parent, another container) cannot be checked
+        // from here, so it is left alone; a process in its own namespace releases it.
+        for run in open where ProcessIdentity.sameNamespace(run.identity) && ProcessIdentity.of(pid: run.pid) != run.identity {
             var released = 0
             try connection.prepare("SELECT count(*) FROM calls WHERE run_id = ? AND state = 'reserved'").run([.text(run.run)]) { released = Int($0.integer(0)) }
             try connection.prepare("UPDATE calls SET state = 'released', settled_at = ? WHERE run_id = ? AND state = 'reserved'")
@@ -257,8 +301,19 @@ public final class Ledger: SharedLedger, @unchecked Sendable {
     }
 }
 
-/// Identifies a process across PID reuse: the boot id and the process's start time in clock ticks.
+/// Identifies a process across PID reuse: the boot id, its PID namespace and its start time in clock ticks.
 enum ProcessIdentity {
+    /// Returns whether an identity was recorded in this process's PID namespace, where its pid can be looked up.
+    static func sameNamespace(_ identity: String) -> Bool {
+        identity.hasPrefix("\(bootID):\(pidNamespace):")
+    }
+
+    static let pidNamespace: String = {
+        var buffer = [CChar](repeating: 0, count: 64)
+        let length = readlink("/proc/self/ns/pid", &buffer, buffer.count - 1)
+        return length > 0 ? String(decoding: buffer[0..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self) : "unknown"
+    }()
+
     static func current() -> String { of(pid: getpid()) ?? "unknown" }
 
     static func of(pid: Int32) -> String? {
@@ -268,7 +323,7 @@ enum ProcessIdentity {
         let fields = stat[stat.index(after: close)...].split(separator: " ")
         // A zombie has exited: its mg-run can no longer settle anything.
         guard fields.count > 19, fields[0] != "Z" else { return nil }
-        return "\(bootID):\(fields[19])"
+        return "\(bootID):\(pidNamespace):\(fields[19])"
     }
 
     static let bootID: String = (try? String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8))?

@@ -53,13 +53,21 @@ final class SQLiteConnection {
         return Statement(connection: self, handle: statement)
     }
 
+    /// Prepared once: preparing BEGIN and COMMIT on every call cost measurable time per admission.
+    private var begin: Statement?
+    private var commit: Statement?
+
     /// Runs `body` in an IMMEDIATE transaction, which takes the database's write lock at once,
     /// and commits; rolls back when `body` throws.
     func transaction<T>(_ body: () throws(LedgerError) -> T) throws(LedgerError) -> T {
-        try execute("BEGIN IMMEDIATE")
+        if begin == nil {
+            begin = try prepare("BEGIN IMMEDIATE")
+            commit = try prepare("COMMIT")
+        }
+        try begin!.run([])
         do {
             let result = try body()
-            try execute("COMMIT")
+            try commit!.run([])
             return result
         } catch {
             try? execute("ROLLBACK")

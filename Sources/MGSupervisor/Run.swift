@@ -70,6 +70,12 @@ public final class Run: Sendable {
     private let tree = Mutex<pid_t>(0)
 
     public init(options: RunOptions, logger: Logger = Logger()) {
+        var options = options
+        // A sub-agent is never trusted more than the run it was started in.
+        if let parent = ParentRun.current(), options.trustTier > parent.trustTier {
+            logger.warning("lowering this sub-agent's trust tier to its parent's", [("asked", options.trustTier.description), ("parent", parent.trustTier.description)])
+            options.trustTier = parent.trustTier
+        }
         self.options = options
         self.runID = randomHex(6)
         self.taskID = options.taskID ?? "task-\(randomHex(4))"
@@ -88,6 +94,9 @@ public final class Run: Sendable {
             throw RunError("cannot create the summary file '\(path)'; check that its directory exists and is writable")
         }
         let parent = ParentRun.current()
+        if parent == nil && ParentRun.insideGovernedRun() {
+            throw RunError("this mg-run runs inside a governed run (PID 1 here is mg-run's init), but MG_RUN_URL or MG_RUN_TOKEN is missing; a sub-agent must keep the environment its parent set", exitStatus: ExitStatus.policyStop)
+        }
         let delegation = try parent.map { parent throws(RunError) in try requestDelegation(from: parent) }
         defer { if let parent, let delegation { reportDelegation(to: parent, callID: delegation) } }
         let (upstreams, simulator) = try startUpstreams(layers, parent: parent)
@@ -96,7 +105,8 @@ public final class Run: Sendable {
         let token = "mgr-" + randomHex(24)
         let ledger: Ledger
         do {
-            ledger = try Ledger(path: options.ledgerPath ?? Ledger.defaultPath(), runID: runID, agentID: options.agentID, taskID: taskID, logger: logger)
+            ledger = try Ledger(path: options.ledgerPath ?? Ledger.defaultPath(), runID: runID, agentID: ledgerAgentID(parent: parent),
+                                taskID: taskID, logger: logger)
         } catch {
             throw RunError("cannot open the \(error.description)")
         }
@@ -137,6 +147,8 @@ public final class Run: Sendable {
 
         var environment = childEnvironment(proxyURL: proxyURL, token: token)
         environment["MG_RUN_DEPTH"] = String((parent?.depth ?? -1) + 1)
+        environment["MG_RUN_AGENT"] = ledgerAgentID(parent: parent)
+        environment["MG_RUN_TRUST_TIER"] = options.trustTier.description
         for variable in layers.flatMap({ $0.upstreams.values.compactMap(\.keyVariable) }) {
             environment.removeValue(forKey: variable)
         }
@@ -310,6 +322,14 @@ public final class Run: Sendable {
         return candidates.first { FileManager.default.fileExists(atPath: $0) }
     }
 
+    /// Returns the agent id the ledger records this run under. A sub-agent's calls are also recorded by its
+    /// parent, which meters them, so the sub-agent records them under an id of its own, `parent>child`,
+    /// and the parent's daily windows do not count them twice.
+    private func ledgerAgentID(parent: ParentRun?) -> String {
+        guard let parent else { return options.agentID }
+        return "\(parent.agentID)>\(options.agentID)"
+    }
+
     /// Asks the parent run, through its check API, to allow this run as a `delegate:spawn` sub-agent; returns the check's call id.
     private func requestDelegation(from parent: ParentRun) throws(RunError) -> String {
         var context: [String: Any] = options.context
@@ -455,12 +475,23 @@ struct ParentRun {
     var token: String
     /// The parent's depth; the top run is depth 0.
     var depth: Int
+    var agentID: String
+    /// The parent's trust tier; a sub-agent is never trusted more than its parent.
+    var trustTier: TrustTier
+
+    /// Returns whether this process runs in the PID namespace of a governed run, whose PID 1 is mg-run's init.
+    static func insideGovernedRun() -> Bool {
+        guard getpid() != 1, let name = try? String(contentsOfFile: "/proc/1/comm", encoding: .utf8) else { return false }
+        return name.trimmingCharacters(in: .whitespacesAndNewlines) == "mg-run"
+    }
 
     static func current() -> ParentRun? {
         let environment = ProcessInfo.processInfo.environment
         guard let url = environment["MG_RUN_URL"], url.hasPrefix("http://"), let token = ProviderKeys.value("MG_RUN_TOKEN"), !token.isEmpty else {
             return nil
         }
-        return ParentRun(url: url, token: token, depth: environment["MG_RUN_DEPTH"].flatMap { Int($0) } ?? 0)
+        return ParentRun(url: url, token: token, depth: environment["MG_RUN_DEPTH"].flatMap { Int($0) } ?? 0,
+                         agentID: environment["MG_RUN_AGENT"] ?? "default",
+                         trustTier: environment["MG_RUN_TRUST_TIER"].flatMap(TrustTier.init(name:)) ?? .untrusted)
     }
 }

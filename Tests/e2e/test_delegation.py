@@ -3,6 +3,7 @@ every ancestor's policy, and its LLM calls are metered by its parent as well."""
 
 import json
 import os
+import sqlite3
 
 from conftest import MG_RUN, run_mg
 
@@ -78,3 +79,40 @@ def test_sub_agents_are_governed_by_parent(tmp_path):
     parent_llm = [line for line in result.audit if line["action"] == "llm:gpt-4o-mini" and line["decision"] == "allow"]
     assert len(parent_llm) == 1
     assert float(parent_llm[0]["cost_usd"]) > 0
+
+
+SLOW_PARENT_AGENT = r"""
+import os, subprocess, sys, threading, openai
+mg, child_policy = os.environ["MG_BINARY"], os.environ["CHILD_POLICY"]
+def slow_call():
+    openai.OpenAI(max_retries=0).chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "slow"}], max_tokens=5)
+thread = threading.Thread(target=slow_call)
+thread.start()
+child = subprocess.run([mg, "--policy", child_policy, "--context", "delegation_approved=true", "--", "true"], capture_output=True, text=True)
+thread.join()
+stripped = subprocess.run(["env", "-u", "MG_RUN_URL", "-u", "MG_RUN_TOKEN", mg, "--policy", child_policy, "--", "true"],
+                          capture_output=True, text=True)
+print(child.returncode, stripped.returncode)
+print(child.stderr)
+print(stripped.stderr)
+"""
+
+
+def test_sub_agent_keeps_parent_reservations(tmp_path, private_ledger):
+    child = tmp_path / "child.yaml"
+    child.write_text(CHILD)
+    env = {"MG_BINARY": os.path.abspath(MG_RUN), "CHILD_POLICY": str(child)}
+    result = run_mg(tmp_path, PARENT, SLOW_PARENT_AGENT, "--upstream", "simulate", "--simulate-latency-ms", "1500", env=env)
+    assert result.returncode == 0, result.stderr
+    codes = result.stdout.splitlines()[0]
+    # The sub-agent ran; one that cleared its parent's variables was refused.
+    assert codes == "0 125"
+    assert "released the reservations" not in result.stdout
+    assert "MG_RUN_URL or MG_RUN_TOKEN is missing" in result.stdout
+    with sqlite3.connect(private_ledger) as connection:
+        rows = connection.execute("SELECT agent_id, state FROM calls WHERE actions LIKE 'llm:%' ORDER BY admitted_at").fetchall()
+        released = connection.execute("SELECT count(*) FROM calls WHERE state = 'released'").fetchone()[0]
+        agents = [agent for (agent,) in connection.execute("SELECT agent_id FROM runs ORDER BY started_at").fetchall()]
+    assert rows == [("default", "settled")]
+    assert released == 0
+    assert agents[:2] == ["default", "default>default"]
