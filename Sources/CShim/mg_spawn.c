@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <linux/capability.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -56,6 +57,24 @@ static void close_descriptors_from(int first, int keep) {
     }
 }
 
+// Capabilities the program never gets, even as root: with them it could unmount its private /proc and
+// read the host's, trace or signal processes outside, load modules, or open files by handle past its mounts.
+static const int dropped_capabilities[] = {
+    CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_SYS_MODULE, CAP_SYS_RAWIO, CAP_SYS_BOOT, CAP_DAC_READ_SEARCH,
+    CAP_NET_ADMIN, CAP_SYS_TIME, CAP_MAC_ADMIN, CAP_MAC_OVERRIDE, CAP_SYSLOG, CAP_MKNOD, CAP_AUDIT_CONTROL,
+    CAP_LINUX_IMMUTABLE, CAP_SYS_PACCT, CAP_SYS_TTY_CONFIG, CAP_SYS_RESOURCE, CAP_SETPCAP, CAP_SYS_CHROOT,
+    38 /* CAP_PERFMON */, 39 /* CAP_BPF */, 40 /* CAP_CHECKPOINT_RESTORE */,
+};
+
+// Removes the dropped capabilities from the bounding set, so the program cannot hold them after exec.
+// An unknown capability number (an older kernel) is skipped.
+static int drop_capabilities(void) {
+    for (size_t index = 0; index < sizeof dropped_capabilities / sizeof dropped_capabilities[0]; index++) {
+        if (prctl(PR_CAPBSET_DROP, dropped_capabilities[index], 0, 0, 0) != 0 && errno != EINVAL) return -1;
+    }
+    return 0;
+}
+
 // Runs in the program's process: restores what the init changed, then execs.
 static void exec_program(const struct init_arguments *arguments) {
     const struct mg_spawn_config *config = arguments->config;
@@ -72,6 +91,10 @@ static void exec_program(const struct init_arguments *arguments) {
         _exit(127);
     }
     close_descriptors_from(3, arguments->error_write);
+    if (drop_capabilities() != 0) {
+        report_error(arguments->error_write, MG_SPAWN_STAGE_CAPABILITIES, errno);
+        _exit(127);
+    }
     execve(config->path, config->argv, config->envp);
     report_error(arguments->error_write, MG_SPAWN_STAGE_EXEC, errno);
     _exit(127);

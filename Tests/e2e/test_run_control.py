@@ -359,3 +359,21 @@ def test_runaway_concluded_under_research_profile(tmp_path):
     assert audit[-1]["decision"] == "conclude"
     assert "behavioral_limits.require_conclusion_after (30)" in audit[-1]["reason"]
     assert audit[-1]["cost_usd"] == 0
+
+
+CAPABILITY_AGENT = """
+import subprocess
+unmount = subprocess.run(["umount", "/proc"], capture_output=True, text=True)
+effective = next(int(line.split()[1], 16) for line in open("/proc/self/status") if line.startswith("CapEff:"))
+print(unmount.returncode, effective >> 21 & 1, effective >> 19 & 1, effective >> 2 & 1)
+"""
+
+
+def test_agent_cannot_unmount_its_proc(tmp_path):
+    policy = "rules:\n  - action: \\"llm:*\\"\n"
+    result = run_mg(tmp_path, policy, CAPABILITY_AGENT, "--upstream", "simulate")
+    assert result.returncode == 0, result.stderr
+    code, sys_admin, sys_ptrace, dac_read_search = result.stdout.split()
+    # Without CAP_SYS_ADMIN the private /proc stays, so the host's processes stay hidden.
+    assert code != "0"
+    assert (sys_admin, sys_ptrace, dac_read_search) == ("0", "0", "0")
