@@ -370,7 +370,7 @@ print(unmount.returncode, effective >> 21 & 1, effective >> 19 & 1, effective >>
 
 
 def test_agent_cannot_unmount_its_proc(tmp_path):
-    policy = "rules:\n  - action: \\"llm:*\\"\n"
+    policy = 'rules:\n  - action: "llm:*"\n'
     result = run_mg(tmp_path, policy, CAPABILITY_AGENT, "--upstream", "simulate")
     assert result.returncode == 0, result.stderr
     code, sys_admin, sys_ptrace, dac_read_search = result.stdout.split()
