@@ -151,7 +151,8 @@ public final class MeteringProxy: HTTPHandler {
         } catch {
             record(AuditRecord(action: endpoint.kindAction, model: nil, decision: "deny", reason: "invalid request: \(error.message)"),
                    status: error.status, started: started)
-            return ErrorBody.response(provider, status: error.status, type: "invalid_request_error", code: nil, message: error.message)
+            return ErrorBody.response(provider, status: error.status, type: error.status == 403 ? "permission_error" : "invalid_request_error",
+                                      code: nil, message: error.message)
         }
         let context = callContext(request)
         applyModelFallback(&call, context: context, started: started)

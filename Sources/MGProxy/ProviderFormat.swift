@@ -77,6 +77,14 @@ struct ParsedCall {
         guard let modelRange = members["model"], let model = document.string(modelRange), !model.isEmpty else {
             throw ClientError(status: 400, message: "the request has no \"model\" string")
         }
+        // Input stored upstream is billed but not in the request, so mg-run could not bound the call's cost.
+        if endpoint == .responses {
+            for field in ["previous_response_id", "conversation", "prompt"] {
+                if let range = members[field], !document.isLiteral(range, "null") {
+                    throw ClientError(status: 403, message: "the request uses \"\(field)\", which adds input stored by the provider that mg-run cannot see or bound; send the whole conversation in \"input\" instead")
+                }
+            }
+        }
         self.endpoint = endpoint
         self.body = body
         self.members = members

@@ -120,6 +120,15 @@ private func admission(cap: Int?, rewrites: Bool) -> Admission {
         #expect(json["max_tokens"] as? Int == 100)
     }
 
+    @Test(arguments: [#""previous_response_id":"resp_1""#, #""conversation":"conv_1""#, #""prompt":{"id":"pmpt_1"}"#])
+    func storedResponsesInputRefused(field: String) {
+        #expect(throws: ClientError.self) { try parse(#"{"model":"gpt-4.1","input":"hi","#+field+"}", .responses) }
+    }
+
+    @Test func nullPreviousResponseAccepted() throws {
+        _ = try parse(#"{"model":"gpt-4.1","input":"hi","previous_response_id":null}"#, .responses)
+    }
+
     @Test func responsesInputAndOutputCap() throws {
         let call = try parse(#"{"model":"gpt-4.1","max_output_tokens":5000,"input":[{"role":"user","content":[{"type":"input_text","text":"hi"},{"type":"input_image","image_url":"u"}]},{"role":"user","content":"more"}]}"#, .responses)
         #expect(call.requestedOutput == 5000)

@@ -129,3 +129,20 @@ rules:
     assert result.stdout.split() == ["upstream", "error", "upstream", "error"]
     assert result.summary["calls"] == 0
     assert result.summary["cost_usd"] == 0
+
+
+STORED_INPUT_AGENT = """
+import openai
+client = openai.OpenAI(max_retries=0)
+try:
+    client.responses.create(model="gpt-4.1-mini", input="go on", previous_response_id="resp_123", max_output_tokens=20)
+    print("forwarded")
+except openai.PermissionDeniedError as error:
+    print(error.status_code, "previous_response_id" in error.message)
+"""
+
+
+def test_stored_responses_input_refused(tmp_path):
+    result = run_mg(tmp_path, "rules:\n  - action: \"llm:*\"\n", STORED_INPUT_AGENT, "--upstream", "simulate")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["403", "True"]
