@@ -60,8 +60,12 @@ public final class Ledger: SharedLedger, @unchecked Sendable {
         self.agentID = agentID
         self.taskID = taskID
         self.logger = logger
-        let directory = (path as NSString).deletingLastPathComponent
-        if !directory.isEmpty && !FileManager.default.fileExists(atPath: directory) {
+        var isDirectory: ObjCBool = false
+        if path.isEmpty || path.hasSuffix("/") || (FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue) {
+            throw LedgerError(path: path, message: "is not a file path; pass --ledger with a file name, such as --ledger ./ledger.sqlite")
+        }
+        let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        if !FileManager.default.fileExists(atPath: directory) {
             do {
                 try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             } catch {

@@ -6,7 +6,7 @@ public struct LedgerError: Error, Sendable, CustomStringConvertible {
     public var path: String
     public var message: String
 
-    public var description: String { "ledger \(path): \(message)" }
+    public var description: String { "ledger '\(path)': \(message)" }
 }
 
 /// One SQLite connection. Not thread-safe: the ledger serialises every use under its own lock.

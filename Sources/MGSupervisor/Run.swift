@@ -110,6 +110,9 @@ public final class Run: Sendable {
         } catch {
             throw RunError("cannot open the \(error.description)")
         }
+        // A start that fails from here on still ends the run's row, so the next run does not take it for a crash.
+        var spawned = false
+        defer { if !spawned { ledger.finish(reason: "failed to start", chargeReserved: false) } }
         let governor = Governor(layers: layers, ledger: ledger, identity: options.identity, taskID: taskID)
         var audit: AuditLog?
         if let path = options.auditPath {
@@ -161,6 +164,7 @@ public final class Run: Sendable {
             simulator?.stop()
             throw RunError(error.description, exitStatus: error.exitStatus)
         }
+        spawned = true
         self.tree.withLock { $0 = tree.initPID }
         logger.info("run started", [("pid", String(tree.initPID)), ("proxy", proxyURL), ("command", options.command[0])])
 

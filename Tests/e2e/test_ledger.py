@@ -132,3 +132,23 @@ def test_sigkill_mid_call_leaves_ledger_next_run_reads(tmp_path):
     total = settled_usd(ledger)
     assert total <= CEILING
     assert total > CEILING - largest_call_usd(ledger) * 2
+
+
+def test_invalid_ledger_paths_are_refused(tmp_path):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    for path in ["", ".", str(tmp_path)]:
+        result = subprocess.run([MG_RUN, "--policy", str(policy), "--upstream", "simulate", "--ledger", path, "--", "true"],
+                                capture_output=True, text=True)
+        assert result.returncode == 2, path
+        assert "is not a file path; pass --ledger with a file name" in result.stderr, path
+
+
+def test_failed_start_ends_its_run(tmp_path):
+    ledger = tmp_path / "ledger.sqlite"
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    result = subprocess.run([MG_RUN, "--policy", str(policy), "--upstream", "simulate", "--ledger", str(ledger),
+                             "--audit", str(tmp_path / "missing" / "audit.jsonl"), "--", "true"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert rows(ledger, "SELECT end_reason FROM runs") == [("failed to start",)]
