@@ -187,14 +187,34 @@ private func usage(input: Int, output: Int) -> Usage { Usage(uncachedInputTokens
         let settled = try #require(first.admit(call()).admission)
         first.settle(settled.id, usage: usage(input: 100, output: 100))
         _ = try #require(first.admit(call()).admission)
-        // The run's process is gone: another process start time than the one recorded.
-        try SQLiteConnection(path: path).execute("UPDATE runs SET process_start = 'gone' WHERE run_id = 'a'")
+        // The run's process is gone: another process start time than the one recorded, in this PID namespace.
+        let gone = "\(ProcessIdentity.bootID):\(ProcessIdentity.pidNamespace):0"
+        try SQLiteConnection(path: path).execute("UPDATE runs SET process_start = '\(gone)' WHERE run_id = 'a'")
         let second = Governor(layers: dailyCeiling("0.0006"), ledger: try ledger(path, run: "b"))
         #expect(try column(path, "SELECT state FROM calls WHERE run_id = 'a' ORDER BY call_id") == ["settled", "released"])
         #expect(try column(path, "SELECT end_reason FROM runs WHERE run_id = 'a'") == ["process gone"])
         // 0.0003 settled by the dead run leaves room for exactly one more call.
         #expect(second.admit(call()).admission != nil)
         #expect(second.admit(call()).refusal != nil)
+    }
+
+    @Test func runInOtherNamespaceIsLeftAlone() throws {
+        let path = temporaryLedgerPath()
+        let first = Governor(layers: dailyCeiling("1"), ledger: try ledger(path, run: "a"))
+        _ = try #require(first.admit(call()).admission)
+        try SQLiteConnection(path: path).execute("UPDATE runs SET process_start = '\(ProcessIdentity.bootID):pid:[1]:0' WHERE run_id = 'a'")
+        _ = try ledger(path, run: "b")
+        #expect(try column(path, "SELECT state FROM calls WHERE run_id = 'a'") == ["reserved"])
+    }
+
+    @Test func settlementReplacesRelease() throws {
+        let path = temporaryLedgerPath()
+        let subject = try ledger(path, run: "a")
+        let governor = Governor(layers: dailyCeiling("1"), ledger: subject)
+        let admission = try #require(governor.admit(call()).admission)
+        try SQLiteConnection(path: path).execute("UPDATE calls SET state = 'released'")
+        governor.settle(admission.id, usage: usage(input: 100, output: 100))
+        #expect(try column(path, "SELECT state FROM calls") == ["settled"])
     }
 
     @Test func liveRunIsLeftAlone() throws {
