@@ -469,6 +469,10 @@ public final class MeteringProxy: HTTPHandler {
 
     func record(_ entry: AuditRecord, status: Int, started: Date) {
         var entry = entry
+        // The client writes the model name and the path, so a secret may hide in them.
+        entry.action = redactor.clean(entry.action)
+        entry.model = entry.model.map(redactor.clean)
+        entry.reason = redactor.clean(entry.reason)
         entry.status = status
         entry.latencyMilliseconds = Int(Date().timeIntervalSince(started) * 1000)
         audit?.append(entry)

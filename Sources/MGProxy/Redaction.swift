@@ -19,7 +19,8 @@ struct Redactor: @unchecked Sendable {
 
     func redact(_ bytes: [UInt8]) -> String {
         let cut = bytes.count > limit
-        var text = String(decoding: cut ? Array(bytes.prefix(limit)) : bytes, as: UTF8.self)
+        // JSON escapes such as sk\u002d... would hide a key from the patterns, so ASCII escapes are decoded first.
+        var text = Redactor.decodingASCIIEscapes(String(decoding: cut ? Array(bytes.prefix(limit)) : bytes, as: UTF8.self))
         for secret in secrets {
             text = text.replacingOccurrences(of: secret, with: "[REDACTED]")
         }
@@ -28,5 +29,32 @@ struct Redactor: @unchecked Sendable {
         }
         if cut { text += "…[\(bytes.count - limit) more bytes not kept]" }
         return text
+    }
+
+    /// Redacts a short field of an audit line (an action, a model, a reason) that a client may have filled
+    /// with a secret. Substring checks come first, so a clean field costs no pattern match.
+    func clean(_ text: String) -> String {
+        let suspicious = secrets.contains { text.contains($0) } || text.contains("sk-") || text.contains("AKIA")
+            || text.range(of: "bearer", options: .caseInsensitive) != nil || text.contains("\\u")
+        return suspicious ? redact(Array(text.utf8)) : text
+    }
+
+    /// Replaces `\uXXXX` escapes of printable ASCII characters by the characters.
+    static func decodingASCIIEscapes(_ text: String) -> String {
+        guard text.contains("\\u") else { return text }
+        var result = ""
+        var rest = Substring(text)
+        while let range = rest.range(of: "\\u") {
+            result += rest[..<range.lowerBound]
+            let digits = rest[range.upperBound...].prefix(4)
+            if digits.count == 4, let code = UInt32(digits, radix: 16), code >= 0x20, code < 0x7f, let scalar = Unicode.Scalar(code) {
+                result.unicodeScalars.append(scalar)
+                rest = rest[rest.index(range.upperBound, offsetBy: 4)...]
+            } else {
+                result += "\\u"
+                rest = rest[range.upperBound...]
+            }
+        }
+        return result + rest
     }
 }

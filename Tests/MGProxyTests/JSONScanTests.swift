@@ -88,3 +88,24 @@ import Testing
         #expect(Redactor(secrets: ["ab"]).redact(Array("abab".utf8)) == "abab")
     }
 }
+
+@Suite struct RedactorFieldTests {
+    @Test func escapedKeyIsRedacted() {
+        let text = Redactor(secrets: []).redact(Array(#"{"content": "sk\u002dproj-abcdefghijklmnopqrst"}"#.utf8))
+        #expect(text == #"{"content": "[REDACTED]"}"#)
+    }
+
+    @Test func fieldWithTokenIsCleaned() {
+        let redactor = Redactor(secrets: ["mgr-0123456789abcdef"])
+        #expect(redactor.clean("llm:mgr-0123456789abcdef") == "llm:[REDACTED]")
+        #expect(redactor.clean("tool:sk-proj-abcdefghijklmnopqrstu") == "tool:[REDACTED]")
+    }
+
+    @Test func cleanFieldIsKept() {
+        #expect(Redactor(secrets: ["mgr-0123456789abcdef"]).clean("llm:gpt-4o") == "llm:gpt-4o")
+    }
+
+    @Test func nonASCIIEscapeIsKept() {
+        #expect(Redactor.decodingASCIIEscapes(#"a\u00e9b\u0041"#) == #"a\u00e9bA"#)
+    }
+}

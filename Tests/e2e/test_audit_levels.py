@@ -36,3 +36,33 @@ def test_audit_levels(tmp_path):
     assert "streamed" in streamed["request_body"]
     assert "data: " in streamed["response_body"]
     assert result.summary["calls"] == 4
+
+
+LEAKING_AGENT = """
+import json, os, urllib.request, urllib.error, openai
+token = os.environ["MG_RUN_TOKEN"]
+client = openai.OpenAI(max_retries=0)
+for model in [token, "sk-proj-abcdefghijklmnopqrstuv"]:
+    try:
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=5)
+    except openai.APIStatusError:
+        pass
+for path, body in [("/v1/secret/" + token, b"{}"), ("/mg/v1/check", json.dumps({"action": "tool:" + token}).encode())]:
+    request = urllib.request.Request(os.environ["MG_RUN_URL"] + path, data=body, method="POST", headers={"Authorization": "Bearer " + token})
+    try:
+        urllib.request.urlopen(request, timeout=10).read()
+    except urllib.error.HTTPError:
+        pass
+print(token)
+"""
+
+
+def test_secrets_never_reach_audit_fields(tmp_path):
+    result = run_mg(tmp_path, POLICY, LEAKING_AGENT, "--upstream", "simulate")
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip()
+    text = (tmp_path / "audit.jsonl").read_text()
+    assert len(result.audit) == 4
+    assert token not in text
+    assert "sk-proj-abcdefghijklmnopqrstuv" not in text
+    assert text.count("[REDACTED]") >= 4
