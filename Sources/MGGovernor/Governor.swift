@@ -291,6 +291,20 @@ public final class Governor: Sendable {
         }
     }
 
+    /// Returns the key path of a task ceiling that settled spend has passed, if any. Only a cost reported
+    /// above its reservation (the check API's reports) can pass one.
+    public func passedTaskCeiling() -> String? {
+        state.withLock { state -> String? in
+            for (key, ruleState) in state.rules {
+                let rule = key.rule < 0 ? layers[key.layer].globalRule : layers[key.layer].rules[key.rule]
+                if let rule, let ceiling = rule.costCeiling.maxUSDPerTask, ruleState.settled > ceiling {
+                    return rule.ceilingPath("max_usd_per_task", section: rule.costCeiling.perTaskSection)
+                }
+            }
+            return nil
+        }
+    }
+
     /// Counts a refused call that got a graceful conclusion instead of an error.
     public func recordConclusion() {
         state.withLock { $0.totals.concluded += 1 }

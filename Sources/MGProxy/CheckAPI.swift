@@ -23,8 +23,11 @@ extension MeteringProxy {
         } catch {
             return checkError(error.message, action: "check", started: started)
         }
-        guard let action = object["action"] as? String, !action.isEmpty, !action.contains("\n") else {
+        guard let given = object["action"] else {
             return checkError("missing \"action\": give the action name, such as \"db:write:users\" or \"tool:browser\"", action: "check", started: started)
+        }
+        guard let action = given as? String, !action.isEmpty, !action.contains("\n") else {
+            return checkError("\"action\" must be a non-empty string on one line, such as \"db:write:users\"", action: "check", started: started)
         }
         var context = configuration.context
         if let given = object["context"] {
@@ -37,9 +40,9 @@ extension MeteringProxy {
         }
         var estimate = USD.zero
         if let given = object["estimated_cost_usd"] {
-            guard let number = given as? NSNumber, !isJSONBoolean(number),
-                  let dollars = USD(decimalText: number.stringValue), dollars >= .zero else {
-                return checkError("\"estimated_cost_usd\" must be a non-negative number of dollars, such as 0.02", action: action, started: started)
+            guard let number = given as? NSNumber, !isJSONBoolean(number), let dollars = USD(decimalText: number.stringValue),
+                  dollars >= .zero, dollars <= USD(picodollars: 1_000_000 * 1_000_000_000_000) else {
+                return checkError("\"estimated_cost_usd\" must be a number of dollars from 0 to 1000000, such as 0.02", action: action, started: started)
             }
             estimate = dollars
         }
@@ -86,14 +89,17 @@ extension MeteringProxy {
         } catch {
             return checkError(error.message, action: "report", started: started)
         }
-        guard let callID = object["call_id"] as? String else {
+        guard let givenID = object["call_id"] else {
             return checkError("missing \"call_id\": report the call_id that POST \(MeteringProxy.checkPath) returned", action: "report", started: started)
+        }
+        guard let callID = givenID as? String else {
+            return checkError("\"call_id\" must be the string that POST \(MeteringProxy.checkPath) returned, such as \"chk-7\"", action: "report", started: started)
         }
         var cost = USD.zero
         if let given = object["cost_usd"] {
-            guard let number = given as? NSNumber, !isJSONBoolean(number),
-                  let dollars = USD(decimalText: number.stringValue), dollars >= .zero else {
-                return checkError("\"cost_usd\" must be a non-negative number of dollars, such as 0.02", action: "report", started: started)
+            guard let number = given as? NSNumber, !isJSONBoolean(number), let dollars = USD(decimalText: number.stringValue),
+                  dollars >= .zero, dollars <= USD(picodollars: 1_000_000 * 1_000_000_000_000) else {
+                return checkError("\"cost_usd\" must be a number of dollars from 0 to 1000000, such as 0.02", action: "report", started: started)
             }
             cost = dollars
         }
@@ -115,6 +121,10 @@ extension MeteringProxy {
             return .json(200, ["recorded": true, "cost_usd": 0])
         }
         let settled = governor.settle(admission.id, cost: cost, tokens: tokens)
+        if settled > admission.reservedCost {
+            logger.warning("reported cost exceeded the check's estimate", [("action", action), ("cost_usd", settled.description),
+                                                                         ("estimate_usd", admission.reservedCost.description)])
+        }
         var entry = AuditRecord(action: action, model: nil, decision: "allow", reason: cost > admission.reservedCost
                                 ? "reported; cost exceeded the estimate of \(admission.reservedCost) USD" : "reported")
         entry.inputTokens = tokens
@@ -122,6 +132,10 @@ extension MeteringProxy {
         record(entry, status: 200, started: started)
         for event in governor.takeBudgetEvents() {
             handle(event)
+        }
+        // A report above its estimate can pass a task ceiling, which ends the run as a spent ceiling does.
+        if let path = governor.passedTaskCeiling() {
+            stop("cost_ceiling:max_usd_per_task", because: "\(action) reported \(settled) USD, which passed \(path)")
         }
         return .json(200, ["recorded": true, "cost_usd": Double(settled.description) ?? 0])
     }

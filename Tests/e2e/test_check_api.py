@@ -131,3 +131,32 @@ def test_research_limits_through_check_api(tmp_path):
     assert json.loads(result.stdout) == [
         "allowed", "allowed", "max_iterations_per_topic", "allowed", "max_consecutive_research", "allowed",
     ]
+
+
+OVER_REPORT_AGENT = r"""
+import json, os, time, urllib.request
+url, token = os.environ["MG_RUN_URL"], os.environ["MG_RUN_TOKEN"]
+def post(path, body):
+    request = urllib.request.Request(url + path, data=json.dumps(body).encode(), method="POST", headers={"Authorization": "Bearer " + token})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+print(post("/mg/v1/check", {"action": 5})[1]["error"]["message"], flush=True)
+print(post("/mg/v1/check", {"action": "tool:x", "estimated_cost_usd": 1e9})[1]["error"]["message"], flush=True)
+checked = post("/mg/v1/check", {"action": "tool:render", "estimated_cost_usd": 0.01})[1]
+print(post("/mg/v1/report", {"call_id": checked["call_id"], "cost_usd": 5})[0], flush=True)
+time.sleep(30)
+"""
+
+
+def test_report_above_estimate_stops_run_at_task_ceiling(tmp_path):
+    policy = "rules:\n  - action: \"tool:*\"\n    cost_ceiling:\n      max_usd_per_task: 1.00\n"
+    result = run_mg(tmp_path, policy, OVER_REPORT_AGENT, "--upstream", "simulate", "--kill-grace", "1")
+    assert result.returncode == 125, result.stderr
+    assert result.summary["stop_reason"] == "cost_ceiling:max_usd_per_task"
+    lines = result.stdout.splitlines()
+    assert lines[0] == "\"action\" must be a non-empty string on one line, such as \"db:write:users\""
+    assert "from 0 to 1000000" in lines[1]
+    assert "reported cost exceeded the check's estimate" in result.stderr
