@@ -55,7 +55,8 @@ final class CallHistory {
             case .inputTokens: return Double(inputTokens)
             case .outputTokens: return Double(outputTokens)
             case .errors: return Double(errors)
-            case .errorRate: return calls == 0 ? .nan : Double(errors) / Double(calls)
+            // No calls, no errors: 0 rather than missing, so a condition on it does not fail closed at the start.
+            case .errorRate: return calls == 0 ? 0 : Double(errors) / Double(calls)
             case .denials: return Double(denials)
             }
         }
@@ -147,7 +148,8 @@ final class CallHistory {
             if events[index].outcome == .settled { settled.append(events[index].inputTokens + events[index].outputTokens) }
             index -= 1
         }
-        guard settled.count > calls, settled[calls] > 0 else { return .nan }
+        // Too few calls yet is no trend (1x) rather than missing, for the same reason.
+        guard settled.count > calls, settled[calls] > 0 else { return 1 }
         return Double(settled[0]) / Double(settled[calls])
     }
 }

@@ -425,7 +425,8 @@ public final class Governor: Sendable {
         func applies(_ rule: Rule) -> Bool {
             guard call.actions.contains(where: rule.matches) else { return false }
             guard let conditionEnvironment, !rule.conditions.isEmpty else { return true }
-            return rule.conditions.allSatisfy { $0.evaluate(conditionEnvironment) }
+            // A condition that reads a missing value fails closed: a deny rule applies, an allow rule does not.
+            return rule.conditions.allSatisfy { $0.holds(conditionEnvironment, failClosedTrue: rule.effect == .deny) }
         }
         for (layerIndex, layer) in layers.enumerated() {
             // A layer's global limits apply to every call, but allow nothing by themselves.
@@ -450,6 +451,12 @@ public final class Governor: Sendable {
                 matched.append((RuleKey(layer: layerIndex, rule: ruleIndex), rule))
             }
             if !layerMatched && layer.defaultEffect == .deny {
+                // A rule whose glob matches but whose conditions do not hold is the likelier cause than a missing rule.
+                if let blocked = layer.rules.first(where: { rule in rule.effect == .allow && !rule.conditions.isEmpty && call.actions.contains(where: rule.matches) }) {
+                    return .refuse(Refusal(
+                        kind: .forbidden, limit: "\(blocked.path).conditions",
+                        message: "\(call.actions[0]) denied: \(blocked.path) at \(blocked.position) allows it only when \(blocked.conditions.map(\.text).joined(separator: " AND ")), which does not hold now, and default_effect is deny"))
+                }
                 return .refuse(Refusal(
                     kind: .forbidden, limit: "default_effect",
                     message: "no rule in \(layer.file) allows \(call.actions.joined(separator: " or ")), and its default_effect is deny; add a rule with action \"\(call.actions[0])\" or \"llm:*\""))

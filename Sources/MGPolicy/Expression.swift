@@ -184,6 +184,13 @@ public struct Condition: Sendable {
         root.evaluate(environment) == .bool(true)
     }
 
+    /// Evaluates the condition failing closed: for a deny rule (`failClosedTrue`) a result that is not
+    /// false, missing values included, counts as holding; for an allow rule only true does.
+    public func holds(_ environment: some ExpressionEnvironment, failClosedTrue: Bool) -> Bool {
+        let result = root.evaluate(environment)
+        return failClosedTrue ? result != .bool(false) : result == .bool(true)
+    }
+
     /// Evaluates the condition and returns what it computed, for audit records.
     public func value(_ environment: some ExpressionEnvironment) -> ExpressionValue {
         root.evaluate(environment)

@@ -1,6 +1,8 @@
-/// Evaluation of a parsed condition. A missing value never equals, orders or belongs to anything,
-/// arithmetic on it or on a non-number gives missing, and a logical operator treats every value
-/// other than `.bool(true)` as false.
+/// Evaluation of a parsed condition, in three-valued logic so that a missing value fails closed.
+/// A comparison or membership test with a missing side, and arithmetic on a missing value or a
+/// non-number, give missing. AND is false if any side is false, OR is true if any side is true,
+/// and otherwise a missing side makes them missing; NOT of missing is missing. The governor lets an
+/// allow rule apply only on true and a deny rule apply unless false.
 extension ExpressionNode {
     func evaluate<Environment: ExpressionEnvironment>(_ environment: Environment) -> ExpressionValue {
         switch self {
@@ -15,23 +17,39 @@ extension ExpressionNode {
             return .list(items.map { $0.evaluate(environment) })
 
         case .not(let operand):
-            return .bool(operand.evaluate(environment) != .bool(true))
+            switch operand.evaluate(environment) {
+            case .bool(let value): return .bool(!value)
+            default: return .missing
+            }
         case .and(let operands):
-            for operand in operands where operand.evaluate(environment) != .bool(true) {
-                return .bool(false)
+            var unknown = false
+            for operand in operands {
+                switch operand.evaluate(environment) {
+                case .bool(false): return .bool(false)
+                case .bool(true): continue
+                default: unknown = true
+                }
             }
-            return .bool(true)
+            return unknown ? .missing : .bool(true)
         case .or(let operands):
-            for operand in operands where operand.evaluate(environment) == .bool(true) {
-                return .bool(true)
+            var unknown = false
+            for operand in operands {
+                switch operand.evaluate(environment) {
+                case .bool(true): return .bool(true)
+                case .bool(false): continue
+                default: unknown = true
+                }
             }
-            return .bool(false)
+            return unknown ? .missing : .bool(false)
 
         case .comparison(let comparison, let left, let right):
-            return .bool(Self.compare(left.evaluate(environment), comparison, right.evaluate(environment)))
+            let (lhs, rhs) = (left.evaluate(environment), right.evaluate(environment))
+            if lhs == .missing || rhs == .missing { return .missing }
+            return .bool(Self.compare(lhs, comparison, rhs))
         case .membership(let element, let container, let negated):
-            let found = Self.contains(container.evaluate(environment), element.evaluate(environment))
-            return .bool(found != negated)
+            let (item, list) = (element.evaluate(environment), container.evaluate(environment))
+            if item == .missing || list == .missing { return .missing }
+            return .bool(Self.contains(list, item) != negated)
 
         case .negate(let operand):
             guard case .number(let number) = operand.evaluate(environment) else { return .missing }
@@ -40,12 +58,15 @@ extension ExpressionNode {
             guard case .number(let lhs) = left.evaluate(environment),
                   case .number(let rhs) = right.evaluate(environment)
             else { return .missing }
+            let result: Double
             switch arithmetic {
-            case .plus: return .number(lhs + rhs)
-            case .minus: return .number(lhs - rhs)
-            case .times: return .number(lhs * rhs)
-            case .divide: return rhs == 0 ? .missing : .number(lhs / rhs)
+            case .plus: result = lhs + rhs
+            case .minus: result = lhs - rhs
+            case .times: result = lhs * rhs
+            case .divide: result = rhs == 0 ? .nan : lhs / rhs
             }
+            // Division by zero and overflow have no meaningful value.
+            return result.isFinite ? .number(result) : .missing
         }
     }
 

@@ -26,7 +26,7 @@ private func governor(_ yaml: String, time: ManualTimeSource = ManualTimeSource(
                 conditions: ["request.model == 'cheap'"]
             """)
         #expect(subject.admit(call(model: "cheap")).admission != nil)
-        #expect(subject.admit(call(model: "dear")).refusal?.limit == "default_effect")
+        #expect(subject.admit(call(model: "dear")).refusal?.limit == "rules[0].conditions")
     }
 
     @Test func denyRuleWithConditionDeniesOnlyThen() throws {

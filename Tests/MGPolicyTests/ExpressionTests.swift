@@ -163,25 +163,29 @@ private let evaluationCases: [(String, Bool)] = [
     ("'sun' != time.weekday", true),
     ("agent.trust_tier in ['verified', 'privileged']", true),
 
-    // Missing values
+    // Missing values: every comparison with one is missing, which is not true
     ("context.absent == 'x'", false),
-    ("context.absent != 'x'", true),
+    ("context.absent != 'x'", false),
     ("context.absent < 5", false),
     ("context.absent >= 5", false),
     ("context.absent == context.absent", false),
     ("context.absent in ['x']", false),
-    ("context.absent not in ['x']", true),
+    ("context.absent not in ['x']", false),
     ("'a' in context.absent", false),
     ("context.absent + 1 == 1", false),
-    ("context.absent + 1 != 1", true),
+    ("context.absent + 1 != 1", false),
     ("-context.absent < 0", false),
-    ("NOT context.absent", true),
+    ("NOT context.absent", false),
     ("error_rate_last_hour >= 0", false),
-    ("error_rate_last_hour != 0", true),
+    ("error_rate_last_hour != 0", false),
+
+    // Three-valued logic: false decides AND, true decides OR
+    ("context.absent == 'x' OR 1 == 1", true),
+    ("context.absent == 'x' AND 1 == 2", false),
 
     // Division by zero gives missing
     ("1 / 0 == 1 / 0", false),
-    ("1 / 0 != 0", true),
+    ("1 / 0 != 0", false),
     ("cost_last_hour / 0 > 0", false),
     ("cost_last_hour / 0 <= 0", false),
 
@@ -498,5 +502,27 @@ private let errorCases: [(String, String, Int)] = [
         let lists: [String: ExpressionValue] = ["cost_today": .list([.string("x")])]
         let condition = try ConditionParser.parse("cost_today > 1", position: position, namedLists: lists)
         #expect(condition.metrics == [.costToday])
+    }
+}
+
+@Suite struct FailClosedTests {
+    private struct Empty: ExpressionEnvironment {
+        func variable(_ name: String) -> ExpressionValue { .missing }
+        func metric(_ metric: Metric) -> Double { .nan }
+    }
+
+    private func condition(_ text: String) throws -> Condition {
+        try ConditionParser.parse(text, position: SourcePosition(file: "f.yaml", line: 1, column: 1), namedLists: [:])
+    }
+
+    @Test(arguments: ["context.budget_left < 1", "context.region != 'eu'", "NOT context.flag", "request.max_tokens / 0 >= 0"])
+    func missingHoldsForDenyRules(text: String) throws {
+        #expect(try condition(text).value(Empty()) == .missing)
+        #expect(try condition(text).holds(Empty(), failClosedTrue: true))
+        #expect(try !condition(text).holds(Empty(), failClosedTrue: false))
+    }
+
+    @Test func falseNeverHolds() throws {
+        #expect(try !condition("1 == 2").holds(Empty(), failClosedTrue: true))
     }
 }
