@@ -202,6 +202,10 @@ public final class MeteringProxy: HTTPHandler {
                 decision = queue(describe(current, price: currentPrice), after: decision, started: started)
             case .model(let target):
                 guard !tried.contains(target), let targetPrice = configuration.prices.price(for: target) else { break }
+                guard Provider.serving(model: target) == endpoint.provider else {
+                    logger.warning("fallback skipped: its model is served by another provider's API", [("from", current.modelAction), ("to", target)])
+                    break
+                }
                 tried.insert(target)
                 record(AuditRecord(action: current.modelAction, model: current.model, decision: "fallback",
                                    reason: "moved to llm:\(target) by fallback_chain (\(step.from), when \(step.when.rawValue)) after: \(refusal.message)"),
@@ -290,7 +294,8 @@ public final class MeteringProxy: HTTPHandler {
                                         inputTokensEstimate: call.inputTokensEstimate, requestedOutputTokens: call.requestedOutput,
                                         producesOutput: call.endpoint != .embeddings, choices: call.choices)
         descriptor.context = context
-        for fallback in configuration.modelFallbacks where fallback.covers(call.actions) && fallback.to != call.model {
+        for fallback in configuration.modelFallbacks where fallback.covers(call.actions) && fallback.to != call.model
+            && Provider.serving(model: fallback.to) == call.endpoint.provider {
             if let when = fallback.when, !governor.holds(when, for: descriptor) { continue }
             record(AuditRecord(action: call.modelAction, model: call.model, decision: "fallback",
                                reason: "moved to llm:\(fallback.to) by \(fallback.path)\(fallback.when.map { " (\($0.text))" } ?? "")"),

@@ -2,6 +2,12 @@ import Foundation
 import MGGovernor
 
 public enum Provider: String, Sendable, CaseIterable {
+    /// Returns the provider whose API serves a model, by its name: `claude-*` is Anthropic's, the rest OpenAI's.
+    /// A fallback never moves a call across APIs, because the request body would not fit the other one.
+    public static func serving(model: String) -> Provider {
+        model.hasPrefix("claude") ? .anthropic : .openai
+    }
+
     case openai, anthropic
 }
 

@@ -96,3 +96,21 @@ on_limit_exceeded:
     assert result.returncode == 125
     assert result.summary["stop_reason"] == "on_limit_exceeded:kill"
     assert "limit rate limit rules[0].rate_limit.max_per_minute hit by llm:gpt-4o in task t-kill" in result.stderr
+
+
+def test_fallback_never_crosses_provider_apis(tmp_path):
+    policy = """
+rules:
+  - action: "llm:gpt-4o"
+    rate_limit:
+      max_per_minute: 2
+  - action: "llm:claude-haiku-4-5"
+on_limit_exceeded:
+  strategy: graceful_degradation
+  fallback_chain:
+    - {from: "llm:gpt-4o", to: "llm:claude-haiku-4-5", when: rate_limit_hit}
+"""
+    result = run_mg(tmp_path, policy, AGENT, "--upstream", "simulate")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["gpt-4o", "gpt-4o", "refused rate_limit_exceeded", "refused rate_limit_exceeded", "refused rate_limit_exceeded"]
+    assert "fallback skipped: its model is served by another provider's API" in result.stderr
