@@ -44,9 +44,9 @@ public struct RunIdentity: Sendable {
 
 /// `agent_match`: which runs a layer applies to. Every condition that is set must hold.
 public struct AgentMatch: Sendable {
-    /// Tags that must all be among the run's tags.
+    /// Tags (globs) that must each match one of the run's tags.
     public var tags: [String] = []
-    /// Environments of which the run's must be one.
+    /// Environments (globs) of which the run's must match one.
     public var environments: [String]?
     /// Globs of which the run's agent id must match one.
     public var tokens: [String]?
@@ -56,10 +56,11 @@ public struct AgentMatch: Sendable {
 
     /// Returns nil when the run matches, else the first reason it does not.
     public func mismatch(_ run: RunIdentity) -> String? {
-        if let missing = tags.first(where: { !run.tags.contains($0) }) {
-            return "it needs tag '\(missing)' (--tag \(missing))"
+        // Tags and environments may be globs such as eu-*; every listed tag must match one of the run's.
+        if let missing = tags.first(where: { pattern in !run.tags.contains(where: Rule(action: pattern).matches) }) {
+            return "it needs a tag matching '\(missing)' (--tag)"
         }
-        if let environments, !environments.contains(run.environment ?? "") {
+        if let environments, !environments.contains(where: { Rule(action: $0).matches(run.environment ?? "") }) || run.environment == nil {
             return "it needs environment \(environments.joined(separator: " or ")) (--env)"
         }
         if let tokens, !tokens.contains(where: { Rule(action: $0).matches(run.agentID) }) {

@@ -72,7 +72,14 @@ private func errors(_ yaml: String) -> [String] {
     @Test func everyTagMustBePresent() {
         let match = subject(tags: ["a", "b"])
         #expect(match.mismatch(RunIdentity(tags: ["a", "b", "c"])) == nil)
-        #expect(match.mismatch(RunIdentity(tags: ["a"])) == "it needs tag 'b' (--tag b)")
+        #expect(match.mismatch(RunIdentity(tags: ["a"])) == "it needs a tag matching 'b' (--tag)")
+    }
+
+    @Test func tagsAndEnvironmentsMayBeGlobs() {
+        let match = subject(tags: ["eu-*"], environments: ["prod*"])
+        #expect(match.mismatch(RunIdentity(tags: ["eu-west"], environment: "production")) == nil)
+        #expect(match.mismatch(RunIdentity(tags: ["us-east"], environment: "production")) != nil)
+        #expect(match.mismatch(RunIdentity(tags: ["eu-west"], environment: "staging")) != nil)
     }
 
     @Test func environmentMustBeListed() {
