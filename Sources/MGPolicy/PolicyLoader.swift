@@ -26,6 +26,15 @@ public enum PolicyLoader {
     static let supportedOnLimitKeys = ["action", "message_to_agent", "queue_timeout_seconds", "strategy", "fallback_chain", "notify"]
 
     public static func load(file: String) throws(PolicyErrors) -> Policy {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: file, isDirectory: &isDirectory), isDirectory.boolValue {
+            throw PolicyErrors([PolicyError(position: SourcePosition(file: file, line: 1, column: 1), path: "",
+                                            message: "is a directory, not a policy file; give --policy a YAML file such as profiles/basic.yaml")])
+        }
+        if !FileManager.default.fileExists(atPath: file) {
+            throw PolicyErrors([PolicyError(position: SourcePosition(file: file, line: 1, column: 1), path: "",
+                                            message: "no such file; check the path given to --policy")])
+        }
         let text: String
         do {
             text = try String(contentsOfFile: file, encoding: .utf8)

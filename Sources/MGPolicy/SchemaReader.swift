@@ -74,7 +74,9 @@ struct SchemaReader {
                 result[key] = valueNode
             } else {
                 var message = "unknown key '\(key)'"
-                if let suggestion = closestMatch(to: key, among: supported + notSupportedYet) {
+                if path.hasPrefix("rules["), !path.contains("."), PolicyLoader.supportedRateLimitKeys.contains(key) {
+                    message += "; it belongs under rate_limit: (\(path).rate_limit.\(key))"
+                } else if let suggestion = closestMatch(to: key, among: supported + notSupportedYet) {
                     message += " (did you mean '\(suggestion)'?)"
                 } else {
                     message += "; valid keys here: \(supported.joined(separator: ", "))"

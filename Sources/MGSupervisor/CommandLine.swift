@@ -114,12 +114,22 @@ public enum CommandLineInterface {
             case "--policy": options.policyFiles.append(try value(argument))
             case "--prices": options.pricesFile = try value(argument)
             case "--upstream": options.upstreams.append(try value(argument))
-            case "--task": options.taskID = try value(argument)
+            case "--task":
+                let text = try value(argument)
+                guard !text.isEmpty, text.utf8.count <= 200, !text.contains(where: { $0.isNewline }) else {
+                    throw RunError("invalid --task '\(text)'; use an id of 1 to 200 characters on one line")
+                }
+                options.taskID = text
             case "--tag":
                 let text = try value(argument)
                 guard !text.isEmpty else { throw RunError("invalid --tag ''; give a tag name such as --tag research") }
                 options.tags.append(text)
-            case "--env": options.environment = try value(argument)
+            case "--env":
+                let text = try value(argument)
+                guard !text.isEmpty, !text.contains(where: { $0.isNewline }) else {
+                    throw RunError("invalid --env '\(text)'; give an environment name such as production")
+                }
+                options.environment = text
             case "--trust-tier":
                 let text = try value(argument)
                 guard let tier = TrustTier(name: text) else {
@@ -165,6 +175,13 @@ public enum CommandLineInterface {
                 continue
             }
             index += 1
+        }
+        if !options.upstreams.contains("simulate") && (options.simulateLatencyMilliseconds > 0 || options.simulateEventDelayMilliseconds > 0) {
+            throw RunError("--simulate-latency-ms and --simulate-event-delay-ms need --upstream simulate")
+        }
+        let providers = options.upstreams.compactMap { $0.split(separator: "=", maxSplits: 1).first.map(String.init) }
+        if let repeated = providers.first(where: { name in providers.filter { $0 == name }.count > 1 }) {
+            throw RunError("--upstream \(repeated)=... is given twice; keep one")
         }
         guard !options.command.isEmpty else {
             throw RunError("missing command; usage: mg-run --policy FILE -- COMMAND [ARG...]")

@@ -66,3 +66,20 @@ def test_invalid_trust_tier_names_choices(tmp_path):
     result = run_layers(tmp_path, [BASE], "--trust-tier", "root")
     assert result.returncode == 2
     assert "invalid --trust-tier 'root'; use one of untrusted, basic, verified, privileged" in result.stderr
+
+
+def test_bad_options_name_the_fix(tmp_path):
+    policy = tmp_path / "p.yaml"
+    policy.write_text(BASE)
+    cases = [
+        (["--simulate-latency-ms", "5"], "--simulate-latency-ms and --simulate-event-delay-ms need --upstream simulate"),
+        (["--upstream", "openai=http://127.0.0.1:1/v1", "--upstream", "openai=http://127.0.0.1:2/v1"], "--upstream openai=... is given twice"),
+        (["--upstream", "simulate", "--task", ""], "invalid --task ''"),
+        (["--upstream", "simulate", "--env", ""], "invalid --env ''"),
+    ]
+    for options, message in cases:
+        result = subprocess.run([MG_RUN, "--policy", str(policy), *options, "--", "true"], capture_output=True, text=True)
+        assert result.returncode == 2, options
+        assert message in result.stderr, options
+    result = subprocess.run([MG_RUN, "--policy", str(tmp_path), "--upstream", "simulate", "--", "true"], capture_output=True, text=True)
+    assert "is a directory, not a policy file" in result.stderr
