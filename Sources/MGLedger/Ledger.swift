@@ -28,6 +28,12 @@ public final class Ledger: SharedLedger, @unchecked Sendable {
     private let connection: SQLiteConnection
     /// Shares transactions between concurrent admissions and settlements.
     private var commits: GroupCommit!
+    /// This run's settlements and releases, durable here until the background writer has them in SQLite.
+    private let journal: SettlementJournal
+    private let pending = Locked<[SettlementJournal.Record]>([])
+    private let pendingSignal = DispatchSemaphore(value: 0)
+    /// Journals of dead runs applied in the current transaction, to remove once it commits.
+    private var replayedJournals: [String] = []
     private let insertCall: Statement
     private let settleCall: Statement
     private let releaseCall: Statement
@@ -147,9 +153,13 @@ public final class Ledger: SharedLedger, @unchecked Sendable {
             ORDER BY admitted_at
             """)
         selectDataVersion = try connection.prepare("PRAGMA data_version")
+        journal = try SettlementJournal(path: SettlementJournal.path(ledger: path, runID: runID))
         commits = GroupCommit { [unowned self] batch in self.commit(batch) }
-        startCheckpoints()
-        try lock.withLock { _ throws(LedgerError) in try recoverDeadRuns(now: Date().timeIntervalSince1970) }
+        startWriter()
+        try lock.withLock { _ throws(LedgerError) in
+            try connection.transaction { () throws(LedgerError) in try recoverDeadRuns(now: Date().timeIntervalSince1970) }
+            removeReplayedJournals()
+        }
         var average: Int64?
         try connection.prepare("""
             SELECT avg(total) FROM (
@@ -163,23 +173,81 @@ public final class Ledger: SharedLedger, @unchecked Sendable {
         averageTaskCost = average.map { USD(picodollars: $0) }
     }
 
-    /// Checkpoints the WAL once a second from a connection of its own, for as long as the ledger exists.
-    private func startCheckpoints() {
+    /// Starts the thread that writes settlements into SQLite in batches, a millisecond after the first of
+    /// a batch arrives, and checkpoints the WAL once a second from a connection of its own.
+    private func startWriter() {
         let path = path
         let logger = logger
+        let signal = pendingSignal
         let thread = Thread { [weak self] in
-            guard let checkpointer = try? SQLiteConnection(path: path) else { return }
-            while self != nil {
-                sleep(1)
-                do throws(LedgerError) {
-                    try checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                } catch {
-                    logger.warning("ledger checkpoint failed", [("ledger", path), ("error", error.message)])
+            let checkpointer = try? SQLiteConnection(path: path)
+            var lastCheckpoint = Date()
+            while true {
+                let woken = signal.wait(timeout: .now() + 1) == .success
+                guard let ledger = self else { return }
+                if woken {
+                    // Gathers the settlements of calls ending together into one transaction.
+                    usleep(1_000)
+                    ledger.writePending()
+                }
+                if Date().timeIntervalSince(lastCheckpoint) >= 1 {
+                    lastCheckpoint = Date()
+                    do throws(LedgerError) {
+                        try checkpointer?.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    } catch {
+                        logger.warning("ledger checkpoint failed", [("ledger", path), ("error", error.message)])
+                    }
                 }
             }
         }
-        thread.name = "mg-run ledger checkpoint"
+        thread.name = "mg-run ledger writer"
         thread.start()
+    }
+
+    /// Writes every queued settlement and release into SQLite; on failure they stay queued for the next try.
+    func writePending() {
+        let records = pending.withLock { queue in
+            defer { queue = [] }
+            return queue
+        }
+        guard !records.isEmpty else { return }
+        do {
+            try commits.run { () throws(LedgerError) in
+                for record in records {
+                    try apply(record, run: runID)
+                }
+            }
+        } catch {
+            logger.error("ledger settlement write failed; retrying", [("ledger", path), ("error", error.message), ("records", String(records.count))])
+            pending.withLock { $0.insert(contentsOf: records, at: 0) }
+        }
+    }
+
+    /// Applies one settlement or release of a run to its row.
+    private func apply(_ record: SettlementJournal.Record, run: String) throws(LedgerError) {
+        switch record {
+        case .settled(let id, let uncached, let cacheRead, let cacheWrite, let output, let cost, let estimated, let time):
+            try settleCall.run([
+                .integer(uncached), .integer(cacheRead), .integer(cacheWrite), .integer(output), .integer(cost), .integer(estimated ? 1 : 0),
+                .real(time), .text(run), .integer(Int64(bitPattern: id)),
+            ])
+        case .released(let id, let time):
+            try releaseCall.run([.real(time), .text(run), .integer(Int64(bitPattern: id))])
+        }
+    }
+
+    private func removeReplayedJournals() {
+        for path in replayedJournals { unlink(path) }
+        replayedJournals = []
+    }
+
+    /// Queues a record for the writer, waking it when the queue was empty.
+    private func enqueue(_ record: SettlementJournal.Record) {
+        let wasEmpty = pending.withLock { queue -> Bool in
+            queue.append(record)
+            return queue.count == 1
+        }
+        if wasEmpty { pendingSignal.signal() }
     }
 
     // MARK: - SharedLedger
@@ -197,7 +265,9 @@ public final class Ledger: SharedLedger, @unchecked Sendable {
                         }
                     }
                 }
+                removeReplayedJournals()
             } catch {
+                replayedJournals = []
                 for job in batch where job.failure == nil { job.failure = error }
             }
         }
@@ -231,25 +301,42 @@ public final class Ledger: SharedLedger, @unchecked Sendable {
         }
     }
 
+    /// Records a settlement: at once in the run's journal, and in SQLite by the writer a moment later.
     public func settled(id: UInt64, cost: USD, usage: Usage) {
-        write("settle") { () throws(LedgerError) in
-            try settleCall.run([
-                .integer(Int64(usage.uncachedInputTokens)), .integer(Int64(usage.cacheReadTokens)), .integer(Int64(usage.cacheWriteTokens + usage.cacheWrite1hTokens)),
-                .integer(Int64(usage.outputTokens)), .integer(cost.picodollars), .integer(usage.estimated ? 1 : 0),
-                .real(Date().timeIntervalSince1970), .text(runID), .integer(Int64(bitPattern: id)),
-            ])
-        }
+        let record = SettlementJournal.Record.settled(
+            id: id, uncached: Int64(usage.uncachedInputTokens), cacheRead: Int64(usage.cacheReadTokens),
+            cacheWrite: Int64(usage.cacheWriteTokens + usage.cacheWrite1hTokens), output: Int64(usage.outputTokens),
+            cost: cost.picodollars, estimated: usage.estimated, time: Date().timeIntervalSince1970)
+        journal(record)
+        enqueue(record)
     }
 
     public func released(id: UInt64) {
-        write("release") { () throws(LedgerError) in
-            try releaseCall.run([.real(Date().timeIntervalSince1970), .text(runID), .integer(Int64(bitPattern: id))])
+        let record = SettlementJournal.Record.released(id: id, time: Date().timeIntervalSince1970)
+        journal(record)
+        enqueue(record)
+    }
+
+    private func journal(_ record: SettlementJournal.Record) {
+        let written: Bool
+        switch record {
+        case .settled(let id, let uncached, let cacheRead, let cacheWrite, let output, let cost, let estimated, let time):
+            written = journal.settled(id: id, uncached: Int(uncached), cacheRead: Int(cacheRead), cacheWrite: Int(cacheWrite),
+                                      output: Int(output), cost: cost, estimated: estimated, time: time)
+        case .released(let id, let time):
+            written = journal.released(id: id, time: time)
+        }
+        if !written {
+            // The writer still records it; only a crash before then would lose it.
+            logger.error("settlement journal write failed", [("journal", journal.path), ("error", String(cString: strerror(errno)))])
         }
     }
 
     /// Marks the run ended. Calls still reserved are charged their reservation with `chargeReserved`
     /// (streams still running when mg-run exits), else released.
     public func finish(reason: String, chargeReserved: Bool) {
+        writePending()
+        defer { if pending.withLock({ $0.isEmpty }) { journal.remove() } }
         write("finish") { () throws(LedgerError) in
             let now = Date().timeIntervalSince1970
             let sql = chargeReserved
@@ -293,6 +380,13 @@ public final class Ledger: SharedLedger, @unchecked Sendable {
         // A run in another PID namespace (a sub-agent's parent, another container) cannot be checked
         // from here, so it is left alone; a process in its own namespace releases it.
         for run in open where ProcessIdentity.sameNamespace(run.identity) && ProcessIdentity.of(pid: run.pid) != run.identity {
+            // What the dead run settled but had not yet written to SQLite is in its journal.
+            let journalPath = SettlementJournal.path(ledger: path, runID: run.run)
+            for record in SettlementJournal.records(at: journalPath) {
+                try apply(record, run: run.run)
+            }
+            // Removed once the transaction commits; replaying a journal twice changes nothing.
+            replayedJournals.append(journalPath)
             var released = 0
             try connection.prepare("SELECT count(*) FROM calls WHERE run_id = ? AND state = 'reserved'").run([.text(run.run)]) { released = Int($0.integer(0)) }
             try connection.prepare("UPDATE calls SET state = 'released', settled_at = ? WHERE run_id = ? AND state = 'reserved'")

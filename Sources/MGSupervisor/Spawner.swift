@@ -49,7 +49,7 @@ enum Spawner {
         var result = mg_spawn_result()
         let error: Int32 = path.withCString { pathPointer in
             var config = mg_spawn_config(path: pathPointer, argv: argv.pointer, envp: envp.pointer, directory: nil,
-                                         new_user_namespace: geteuid() == 0 ? 0 : 1)
+                                         new_user_namespace: hasSystemAdministration() ? 0 : 1)
             return mg_spawn(&config, &result)
         }
         if error != 0 {
@@ -114,4 +114,15 @@ struct CStringArray {
         }
         pointer.deallocate()
     }
+
+}
+
+/// Returns whether this process holds CAP_SYS_ADMIN, which new namespaces need without a user namespace.
+/// A sub-agent's mg-run runs as root but without it, because its parent dropped it.
+func hasSystemAdministration() -> Bool {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+          let line = status.split(separator: "\n").first(where: { $0.hasPrefix("CapEff:") }),
+          let mask = UInt64(line.dropFirst(7).trimmingCharacters(in: .whitespaces), radix: 16)
+    else { return geteuid() == 0 }
+    return mask >> 21 & 1 == 1
 }

@@ -44,20 +44,26 @@ private func usage(input: Int, output: Int) -> Usage { Usage(uncachedInputTokens
 @Suite struct LedgerRecordTests {
     @Test func reservationIsWrittenBeforeSettlement() throws {
         let path = temporaryLedgerPath()
-        let governor = Governor(layers: dailyCeiling("1"), ledger: try ledger(path, run: "a"))
+        let subject = try ledger(path, run: "a")
+        let governor = Governor(layers: dailyCeiling("1"), ledger: subject)
         let admission = try #require(governor.admit(call()).admission)
         #expect(try column(path, "SELECT state FROM calls") == ["reserved"])
         #expect(try column(path, "SELECT reserved_picodollars FROM calls") == ["\(admission.reservedCost.picodollars)"])
         governor.settle(admission.id, usage: usage(input: 100, output: 50))
+        // The journal has the settlement at once; SQLite has it after the writer's next batch.
+        #expect(SettlementJournal.records(at: SettlementJournal.path(ledger: path, runID: "a")).count == 1)
+        subject.writePending()
         #expect(try column(path, "SELECT state FROM calls") == ["settled"])
         #expect(try column(path, "SELECT cost_picodollars FROM calls") == ["200000000"])
     }
 
     @Test func releasedCallIsMarkedReleased() throws {
         let path = temporaryLedgerPath()
-        let governor = Governor(layers: dailyCeiling("1"), ledger: try ledger(path, run: "a"))
+        let subject = try ledger(path, run: "a")
+        let governor = Governor(layers: dailyCeiling("1"), ledger: subject)
         let admission = try #require(governor.admit(call()).admission)
         governor.release(admission.id)
+        subject.writePending()
         #expect(try column(path, "SELECT state FROM calls") == ["released"])
     }
 
@@ -105,19 +111,27 @@ private func usage(input: Int, output: Int) -> Usage { Usage(uncachedInputTokens
 }
 
 @Suite struct LedgerSharingTests {
-    /// Admits and settles calls of `output` tokens until the governor refuses; returns the settled total.
-    private func spend(_ governor: Governor, output: Int = 100) -> USD {
+    /// Admits and settles calls of `output` tokens until the governor refuses, then ends the run as mg-run
+    /// does, so its settlements are in SQLite; returns the settled total.
+    private func spend(_ governor: Governor, ledger: Ledger, output: Int = 100) -> USD {
         var total = USD.zero
         while let admission = governor.admit(call(output: output)).admission {
             total += governor.settle(admission.id, usage: usage(input: 100, output: admission.outputTokens ?? 0))
         }
+        ledger.finish(reason: "completed", chargeReserved: true)
         return total
+    }
+
+    /// Returns a governor over a new run's ledger, and the ledger.
+    private func run(_ path: String, _ layers: [Policy], run: String, agent: String = "agent", task: String? = nil) throws -> (Governor, Ledger) {
+        let subject = try ledger(path, run: run, agent: agent, task: task)
+        return (Governor(layers: layers, ledger: subject), subject)
     }
 
     @Test func laterRunSeesEarlierRunsDailySpend() throws {
         let path = temporaryLedgerPath()
-        let first = Governor(layers: dailyCeiling("0.01"), ledger: try ledger(path, run: "a"))
-        let spentFirst = spend(first)
+        let (first, firstLedger) = try run(path, dailyCeiling("0.01"), run: "a")
+        let spentFirst = spend(first, ledger: firstLedger)
         let second = Governor(layers: dailyCeiling("0.01"), ledger: try ledger(path, run: "b"))
         #expect(second.admit(call()).refusal != nil)
         #expect(spentFirst <= dollars("0.01"))
@@ -125,7 +139,8 @@ private func usage(input: Int, output: Int) -> Usage { Usage(uncachedInputTokens
 
     @Test func otherAgentDoesNotShare() throws {
         let path = temporaryLedgerPath()
-        _ = spend(Governor(layers: dailyCeiling("0.01"), ledger: try ledger(path, run: "a", agent: "one")))
+        let (first, firstLedger) = try run(path, dailyCeiling("0.01"), run: "a", agent: "one")
+        _ = spend(first, ledger: firstLedger)
         let other = Governor(layers: dailyCeiling("0.01"), ledger: try ledger(path, run: "b", agent: "two"))
         #expect(other.admit(call()).admission != nil)
     }
@@ -133,12 +148,13 @@ private func usage(input: Int, output: Int) -> Usage { Usage(uncachedInputTokens
     @Test func inFlightReservationOfOtherRunCounts() throws {
         let path = temporaryLedgerPath()
         // 0.0003 USD fits one call of 100 input and 100 output tokens (0.0003 USD) and nothing more.
-        let first = Governor(layers: dailyCeiling("0.0003"), ledger: try ledger(path, run: "a"))
+        let (first, firstLedger) = try run(path, dailyCeiling("0.0003"), run: "a")
         let second = Governor(layers: dailyCeiling("0.0003"), ledger: try ledger(path, run: "b"))
         let admission = try #require(first.admit(call()).admission)
         let refusal = second.admit(call()).refusal
         #expect(refusal?.kind == .window(retryAfterSeconds: 1))
         first.release(admission.id)
+        firstLedger.writePending()
         #expect(second.admit(call()).admission != nil)
     }
 
@@ -163,7 +179,8 @@ private func usage(input: Int, output: Int) -> Usage { Usage(uncachedInputTokens
         var ceiling = CostCeiling()
         ceiling.maxUSDPerTask = dollars("0.001")
         let layers = [Policy(file: "t.yaml", rules: [Rule(action: "llm:*", costCeiling: ceiling)])]
-        _ = spend(Governor(layers: layers, ledger: try ledger(path, run: "a", task: "shared")))
+        let (first, firstLedger) = try run(path, layers, run: "a", task: "shared")
+        _ = spend(first, ledger: firstLedger)
         let sameTask = Governor(layers: layers, ledger: try ledger(path, run: "b", task: "shared"))
         #expect(sameTask.admit(call()).refusal?.kind == .quota)
         let otherTask = Governor(layers: layers, ledger: try ledger(path, run: "c", task: "other"))
@@ -174,7 +191,8 @@ private func usage(input: Int, output: Int) -> Usage { Usage(uncachedInputTokens
         let path = temporaryLedgerPath()
         var policy = Policy(file: "t.yaml", rules: [Rule(action: "llm:*")])
         policy.budget = Budget(dailyLimit: dollars("0.001"))
-        _ = spend(Governor(layers: [policy], ledger: try ledger(path, run: "a")))
+        let (first, firstLedger) = try run(path, [policy], run: "a")
+        _ = spend(first, ledger: firstLedger)
         let second = Governor(layers: [policy], ledger: try ledger(path, run: "b"))
         #expect(second.admit(call()).refusal?.limit == "budget.daily_limit_usd")
     }
@@ -198,6 +216,20 @@ private func usage(input: Int, output: Int) -> Usage { Usage(uncachedInputTokens
         #expect(second.admit(call()).refusal != nil)
     }
 
+    @Test func deadRunsJournalIsReplayed() throws {
+        let path = temporaryLedgerPath()
+        let first = Governor(layers: dailyCeiling("1"), ledger: try ledger(path, run: "a"))
+        let admission = try #require(first.admit(call()).admission)
+        // The run settled the call in its journal and died before SQLite had it.
+        let journal = try SettlementJournal(path: SettlementJournal.path(ledger: path, runID: "a"))
+        #expect(journal.settled(id: admission.id, uncached: 100, cacheRead: 0, cacheWrite: 0, output: 7, cost: 114_000_000, estimated: false, time: 1))
+        let gone = "\(ProcessIdentity.bootID):\(ProcessIdentity.pidNamespace):0"
+        try SQLiteConnection(path: path).execute("UPDATE runs SET process_start = '\(gone)' WHERE run_id = 'a'")
+        _ = try ledger(path, run: "b")
+        #expect(try column(path, "SELECT state || ' ' || cost_picodollars || ' ' || output_tokens FROM calls") == ["settled 114000000 7"])
+        #expect(!FileManager.default.fileExists(atPath: journal.path))
+    }
+
     @Test func runInOtherNamespaceIsLeftAlone() throws {
         let path = temporaryLedgerPath()
         let first = Governor(layers: dailyCeiling("1"), ledger: try ledger(path, run: "a"))
@@ -214,6 +246,7 @@ private func usage(input: Int, output: Int) -> Usage { Usage(uncachedInputTokens
         let admission = try #require(governor.admit(call()).admission)
         try SQLiteConnection(path: path).execute("UPDATE calls SET state = 'released'")
         governor.settle(admission.id, usage: usage(input: 100, output: 100))
+        subject.writePending()
         #expect(try column(path, "SELECT state FROM calls") == ["settled"])
     }
 
@@ -236,7 +269,8 @@ private func usage(input: Int, output: Int) -> Usage { Usage(uncachedInputTokens
         var ceiling = CostCeiling()
         ceiling.maxUSDPerDay = dollars("0.02")
         let layers = [Policy(file: "t.yaml", rules: [Rule(action: "llm:*", rateLimit: RateLimit(maxPerHour: 30), costCeiling: ceiling)])]
-        let governors = [Governor(layers: layers, ledger: try ledger(path, run: "a")), Governor(layers: layers, ledger: try ledger(path, run: "b"))]
+        let ledgers = [try ledger(path, run: "a"), try ledger(path, run: "b")]
+        let governors = ledgers.map { Governor(layers: layers, ledger: $0) }
         DispatchQueue.concurrentPerform(iterations: 50) { index in
             var random = SplitMix(seed: seed &* 1_000 &+ UInt64(index))
             let governor = governors[index % 2]
@@ -252,6 +286,7 @@ private func usage(input: Int, output: Int) -> Usage { Usage(uncachedInputTokens
                 }
             }
         }
+        for subject in ledgers { subject.finish(reason: "completed", chargeReserved: false) }
         let settled = try column(path, "SELECT coalesce(sum(cost_picodollars), 0) FROM calls WHERE state = 'settled'")
         let admitted = try column(path, "SELECT count(*) FROM calls WHERE state != 'released'")
         #expect(Int64(settled[0])! <= dollars("0.02").picodollars)
