@@ -73,13 +73,25 @@ public enum PolicyLoader {
         for (key, node) in top where !supportedTopLevel.contains(key) {
             if let list = ExpressionValue(yamlList: node) { policy.namedLists[key] = list }
         }
-        for key in metadataKeys {
+        for key in metadataKeys where key != "changelog" {
             guard let node = top[key] else { continue }
             if let text = node.scalarText {
                 policy.metadata[key] = text
-            } else if key != "changelog" {
+            } else {
                 reader.fail(node, key, "expected a string, got \(node.kindName)")
             }
+        }
+        // changelog: a list of {version, date, changes: [string]}, shown nowhere but checked like the rest.
+        if let node = top["changelog"], let entries = reader.sequence(node, path: "changelog") {
+            for (index, entry) in entries.enumerated() {
+                let path = "changelog[\(index)]"
+                guard let fields = reader.mapping(entry, path: path, supported: ["version", "date", "changes"]) else { continue }
+                for key in ["version", "date"] {
+                    if let value = fields[key] { _ = reader.string(value, path: "\(path).\(key)") }
+                }
+                if let changes = fields["changes"] { _ = reader.strings(changes, path: "\(path).changes") }
+            }
+            policy.metadata["changelog"] = "\(entries.count) entries"
         }
         if let node = top["default_effect"], let text = reader.choice(node, path: "default_effect", among: ["allow", "deny"]) {
             policy.defaultEffect = Effect(rawValue: text) ?? .deny

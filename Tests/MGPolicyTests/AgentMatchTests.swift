@@ -110,3 +110,21 @@ private func errors(_ yaml: String) -> [String] {
         #expect(TrustTier.verified < .privileged)
     }
 }
+
+@Suite struct MetadataLoadingTests {
+    @Test func changelogEntriesAreChecked() {
+        do {
+            _ = try PolicyLoader.parse(text: "changelog:\n  - {version: 2, date: 2026-12-01, changes: [a]}\n  - {version: 1, changes: [[x]]}\n", file: "m.yaml")
+            Issue.record("expected an error")
+        } catch {
+            #expect(error.errors.map(\.description) == ["m.yaml:3:28: changelog[1].changes[0]: expected a string, got a list"])
+        }
+    }
+
+    @Test func metadataIsKept() throws {
+        let policy = try PolicyLoader.parse(text: "name: n\nversion: 1.2.3\nowner: team\nchangelog: [{version: 1, date: x, changes: [y]}]\n", file: "m.yaml")
+        #expect(policy.metadata["version"] == "1.2.3")
+        #expect(policy.metadata["owner"] == "team")
+        #expect(policy.metadata["changelog"] == "1 entries")
+    }
+}
