@@ -10,7 +10,7 @@ import MGPolicy
 /// admit, reads the calls of the agent's other runs, and its reservation is
 /// written before the lock is released. Settlements replace reservations.
 /// WAL mode with `synchronous=NORMAL` keeps every committed row through a
-/// crash of mg-run (the kernel holds the written pages); a power loss can lose
+/// crash of mg-run (the kernel keeps the written pages); a power loss can lose
 /// the last commits.
 ///
 /// A run that dies leaves reservations behind. The next process that opens
@@ -378,7 +378,7 @@ public final class Ledger: SharedLedger, @unchecked Sendable {
         }
         var changed = false
         // A run in another PID namespace (a sub-agent's parent, another container) cannot be checked
-        // from here, so it is left alone; a process in its own namespace releases it.
+        // from here, so it is left alone. A process in its own namespace releases it.
         for run in open where ProcessIdentity.sameNamespace(run.identity) && ProcessIdentity.of(pid: run.pid) != run.identity {
             // What the dead run settled but had not yet written to SQLite is in its journal.
             let journalPath = SettlementJournal.path(ledger: path, runID: run.run)

@@ -11,7 +11,7 @@ import MGPolicy
 /// the reported cost, or releases it when `success` is false. A check that is
 /// never reported stays in flight, and counts toward max_concurrent, until the
 /// run ends, when it is charged its estimate. A spent task ceiling refuses the
-/// check but does not stop the run: the agent is told and decides.
+/// check but does not stop the run: the agent gets the refusal and decides.
 extension MeteringProxy {
     static let checkPath = "/mg/v1/check"
     static let reportPath = "/mg/v1/report"
@@ -47,6 +47,7 @@ extension MeteringProxy {
             estimate = dollars
         }
         let tokens = (object["tokens"] as? Int).map { max(0, $0) } ?? 0
+
         // The estimate is the call's whole price, so every cost ceiling reserves it.
         var price = ModelPrice(inputPerToken: 0, outputPerToken: 0, maxOutputTokens: 0)
         price.perCall = estimate.picodollars
@@ -105,6 +106,7 @@ extension MeteringProxy {
         }
         let tokens = (object["tokens"] as? Int).map { max(0, $0) } ?? 0
         let success = (object["success"] as? Bool) ?? true
+
         guard let (admission, action, _, parentCallID) = openChecks.withLock({ $0.removeValue(forKey: callID) }) else {
             return checkError("unknown call_id '\(callID)': it was never returned by a check or is already reported", action: "report", started: started)
         }

@@ -343,10 +343,10 @@ public final class Run: Sendable {
         let answer = SupervisorClient.postJSON(url: parent.url + "/mg/v1/check", token: parent.token,
                                                object: ["action": "delegate:spawn", "context": context])
         if let failure = answer.failure {
-            throw RunError("this mg-run runs inside another governed run (MG_RUN_URL \(parent.url)), which did not answer its delegate:spawn check: \(failure); run it outside the governed run or fix the parent", exitStatus: ExitStatus.internalError)
+            throw RunError("this mg-run runs inside another governed run (MG_RUN_URL \(parent.url)), which did not respond to its delegate:spawn check: \(failure); run it outside the governed run or fix the parent", exitStatus: ExitStatus.internalError)
         }
         guard answer.status == 200, let body = answer.body else {
-            throw RunError("the parent run answered the delegate:spawn check with HTTP \(answer.status); check that the parent mg-run is the same version", exitStatus: ExitStatus.internalError)
+            throw RunError("the parent run's response to the delegate:spawn check was HTTP \(answer.status); check that the parent mg-run is the same version", exitStatus: ExitStatus.internalError)
         }
         guard body["allowed"] as? Bool == true, let callID = body["call_id"] as? String else {
             throw RunError("the parent run's policy refused this sub-agent (delegate:spawn at depth \(parent.depth + 1)): \(body["reason"] as? String ?? "no reason given")", exitStatus: ExitStatus.policyStop)

@@ -117,7 +117,7 @@ struct CStringArray {
 
 }
 
-/// Returns whether this process holds CAP_SYS_ADMIN, which new namespaces need without a user namespace.
+/// Returns whether this process has CAP_SYS_ADMIN, which new namespaces need without a user namespace.
 /// A sub-agent's mg-run runs as root but without it, because its parent dropped it.
 func hasSystemAdministration() -> Bool {
     guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
