@@ -32,17 +32,32 @@ public final class Ledger: SharedLedger, @unchecked Sendable {
     private let journal: SettlementJournal
     private let pending = Locked<[SettlementJournal.Record]>([])
     private let pendingSignal = DispatchSemaphore(value: 0)
+    /// Solo mode: no other run of this agent is live, so admissions skip the shared transaction and
+    /// reservations are journaled and written by the writer like settlements. Admissions in solo mode and
+    /// the switch out of it take this lock, so no solo reservation is left unwritten once the switch is done.
+    private let solo = Locked(false)
+    /// Whether the governor still needs the other runs' calls read once before it decides alone.
+    private var needsOthers = true
+    /// Seconds between the writer's checks for another run of the agent while in solo mode; a starting
+    /// run waits for that switch, so this bounds its start-up wait.
+    static let soloPollInterval = 0.05
+    /// How long a starting run waits for live runs of its agent to leave solo mode.
+    static let joinTimeout = 2.0
     /// Journals of dead runs applied in the current transaction, to remove once it commits.
     private var replayedJournals: [String] = []
     private let insertCall: Statement
     private let settleCall: Statement
     private let releaseCall: Statement
+    /// Inserts a reservation made in solo mode, from the writer or a dead run's journal.
+    private let insertLater: Statement
     private let selectOthers: Statement
     private let selectDataVersion: Statement
     private var lastDataVersion: Int64 = -1
     /// The mean settled cost of this agent's tasks whose runs have ended, read when the ledger opens.
     public private(set) var averageTaskCost: USD?
     private var lastRecovery = 0.0
+    /// The data version the writer last checked the mode at; only the writer thread uses it.
+    private var modeDataVersion: Int64 = -1
 
     /// Seconds between checks for runs that died with reservations.
     static let recoveryInterval = 5.0
@@ -98,7 +113,8 @@ public final class Ledger: SharedLedger, @unchecked Sendable {
                     process_start TEXT NOT NULL,
                     started_at REAL NOT NULL,
                     ended_at REAL,
-                    end_reason TEXT
+                    end_reason TEXT,
+                    mode TEXT NOT NULL DEFAULT 'shared' CHECK (mode IN ('solo', 'shared'))
                 );
                 CREATE TABLE IF NOT EXISTS calls (
                     run_id TEXT NOT NULL,
@@ -145,6 +161,10 @@ public final class Ledger: SharedLedger, @unchecked Sendable {
             WHERE run_id = ? AND call_id = ? AND state != 'settled'
             """)
         releaseCall = try connection.prepare("UPDATE calls SET state = 'released', settled_at = ? WHERE run_id = ? AND call_id = ? AND state = 'reserved'")
+        insertLater = try connection.prepare("""
+            INSERT OR IGNORE INTO calls (run_id, call_id, agent_id, task_id, admitted_at, actions, model, state, reserved_tokens, reserved_picodollars)
+            SELECT ?, ?, agent_id, task_id, ?, ?, ?, 'reserved', ?, ? FROM runs WHERE run_id = ?
+            """)
         selectOthers = try connection.prepare("""
             SELECT admitted_at, actions, task_id, state, reserved_tokens, reserved_picodollars,
                    coalesce(input_tokens, 0) + coalesce(cache_read_tokens, 0) + coalesce(cache_write_tokens, 0) + coalesce(output_tokens, 0),
@@ -160,6 +180,7 @@ public final class Ledger: SharedLedger, @unchecked Sendable {
             try connection.transaction { () throws(LedgerError) in try recoverDeadRuns(now: Date().timeIntervalSince1970) }
             removeReplayedJournals()
         }
+        try join()
         var average: Int64?
         try connection.prepare("""
             SELECT avg(total) FROM (
@@ -173,6 +194,77 @@ public final class Ledger: SharedLedger, @unchecked Sendable {
         averageTaskCost = average.map { USD(picodollars: $0) }
     }
 
+    /// Chooses this run's mode. Alone, the run goes solo, decided in one transaction with the check, so a
+    /// run registering at the same moment either is seen here or sees this run as solo. With live runs of
+    /// the agent, it waits until none of them is solo, so their reservations are all in SQLite before it decides.
+    private func join() throws(LedgerError) {
+        let othersLive = try lock.withLock { _ throws(LedgerError) -> Bool in
+            try connection.transaction { () throws(LedgerError) -> Bool in
+                let live = try liveOthers()
+                if !live.isEmpty { return true }
+                try connection.prepare("UPDATE runs SET mode = 'solo' WHERE run_id = ?").run([.text(runID)])
+                return false
+            }
+        }
+        if !othersLive {
+            solo.withLock { $0 = true }
+            return
+        }
+        let deadline = Date().addingTimeInterval(Ledger.joinTimeout)
+        while Date() < deadline {
+            let waiting = try lock.withLock { _ throws(LedgerError) -> Int in try liveOthers().filter { $0.mode == "solo" }.count }
+            if waiting == 0 { return }
+            usleep(5_000)
+        }
+        logger.warning("a live run of this agent did not leave solo mode; deciding anyway", [("ledger", path), ("timeout_s", String(Ledger.joinTimeout))])
+    }
+
+    /// Returns the other runs of this agent that have not ended, with their mode.
+    private func liveOthers() throws(LedgerError) -> [(run: String, mode: String)] {
+        var runs: [(run: String, mode: String)] = []
+        try connection.prepare("SELECT run_id, mode FROM runs WHERE agent_id = ? AND ended_at IS NULL AND run_id != ?")
+            .run([.text(agentID), .text(runID)]) { runs.append(($0.text(0), $0.text(1))) }
+        return runs
+    }
+
+    /// Leaves solo mode when another run of the agent has appeared: writes every pending reservation and
+    /// marks this run shared in one transaction, under the lock solo admissions take. Returns to solo mode
+    /// when no other run is live; the next admission then reads the others' calls again.
+    private func checkMode() {
+        var version: Int64 = 0
+        let changed = lock.withLock { _ -> Bool in
+            (try? selectDataVersion.run([]) { version = $0.integer(0) }) != nil && version != modeDataVersion
+        }
+        guard changed else { return }
+        modeDataVersion = version
+        solo.withLock { isSolo in
+            do throws(LedgerError) {
+                let others = try lock.withLock { _ throws(LedgerError) in try liveOthers() }
+                if isSolo && !others.isEmpty {
+                    let records = pending.withLock { queue in
+                        defer { queue = [] }
+                        return queue
+                    }
+                    try commits.run { () throws(LedgerError) in
+                        for record in records { try apply(record, run: runID) }
+                        try connection.prepare("UPDATE runs SET mode = 'shared' WHERE run_id = ?").run([.text(runID)])
+                    }
+                    isSolo = false
+                    logger.info("another run of this agent started; deciding calls in shared transactions", [("ledger", path)])
+                } else if !isSolo && others.isEmpty {
+                    try commits.run { () throws(LedgerError) in
+                        guard try liveOthers().isEmpty else { return }
+                        try connection.prepare("UPDATE runs SET mode = 'solo' WHERE run_id = ?").run([.text(runID)])
+                        isSolo = true
+                        needsOthers = true
+                    }
+                }
+            } catch {
+                logger.error("ledger mode check failed", [("ledger", path), ("error", error.message)])
+            }
+        }
+    }
+
     /// Starts the thread that writes settlements into SQLite in batches, a millisecond after the first of
     /// a batch arrives, and checkpoints the WAL once a second from a connection of its own.
     private func startWriter() {
@@ -183,13 +275,15 @@ public final class Ledger: SharedLedger, @unchecked Sendable {
             let checkpointer = try? SQLiteConnection(path: path)
             var lastCheckpoint = Date()
             while true {
-                let woken = signal.wait(timeout: .now() + 1) == .success
+                let interval = (self?.solo.withLock { $0 } ?? false) ? Ledger.soloPollInterval : 1
+                let woken = signal.wait(timeout: .now() + interval) == .success
                 guard let ledger = self else { return }
                 if woken {
                     // Gathers the settlements of calls ending together into one transaction.
                     usleep(1_000)
                     ledger.writePending()
                 }
+                ledger.checkMode()
                 if Date().timeIntervalSince(lastCheckpoint) >= 1 {
                     lastCheckpoint = Date()
                     do throws(LedgerError) {
@@ -226,6 +320,11 @@ public final class Ledger: SharedLedger, @unchecked Sendable {
     /// Applies one settlement or release of a run to its row.
     private func apply(_ record: SettlementJournal.Record, run: String) throws(LedgerError) {
         switch record {
+        case .admitted(let id, let time, let tokens, let cost, let model, let actions):
+            try insertLater.run([
+                .text(run), .integer(Int64(bitPattern: id)), .real(time), .text(actions.joined(separator: "\n")), .text(model),
+                .integer(tokens), .integer(cost), .text(run),
+            ])
         case .settled(let id, let uncached, let cacheRead, let cacheWrite, let output, let cost, let estimated, let time):
             try settleCall.run([
                 .integer(uncached), .integer(cacheRead), .integer(cacheWrite), .integer(output), .integer(cost), .integer(estimated ? 1 : 0),
@@ -274,6 +373,17 @@ public final class Ledger: SharedLedger, @unchecked Sendable {
     }
 
     public func admitting(since: Double, _ decide: ([SharedCall]?) -> LedgerReservation?) throws(LedgerFailure) {
+        // Alone, the decision needs no transaction: the reservation is journaled and written a moment later.
+        let decidedAlone = solo.withLock { isSolo -> Bool in
+            guard isSolo, !needsOthers else { return false }
+            guard let reservation = decide(nil) else { return true }
+            let record = SettlementJournal.Record.admitted(id: reservation.id, time: reservation.time, tokens: reservation.tokens,
+                                                           cost: reservation.cost.picodollars, model: reservation.model, actions: reservation.actions)
+            journal(record)
+            enqueue(record)
+            return true
+        }
+        if decidedAlone { return }
         do {
             try commits.run { () throws(LedgerError) in
                 let now = Date().timeIntervalSince1970
@@ -299,6 +409,8 @@ public final class Ledger: SharedLedger, @unchecked Sendable {
             logger.error("ledger write failed", [("ledger", path), ("error", error.message)])
             throw LedgerFailure(message: "the ledger at \(path) cannot record the call (\(error.message))")
         }
+        // The governor has the others' calls now, so a run alone may decide without a transaction.
+        solo.withLock { _ in needsOthers = false }
     }
 
     /// Records a settlement: at once in the run's journal, and in SQLite by the writer a moment later.
@@ -320,6 +432,8 @@ public final class Ledger: SharedLedger, @unchecked Sendable {
     private func journal(_ record: SettlementJournal.Record) {
         let written: Bool
         switch record {
+        case .admitted:
+            written = journal.admitted(record)
         case .settled(let id, let uncached, let cacheRead, let cacheWrite, let output, let cost, let estimated, let time):
             written = journal.settled(id: id, uncached: Int(uncached), cacheRead: Int(cacheRead), cacheWrite: Int(cacheWrite),
                                       output: Int(output), cost: cost, estimated: estimated, time: time)

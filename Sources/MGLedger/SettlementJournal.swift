@@ -1,6 +1,6 @@
 import Glibc
 
-/// Settlements and releases of one run, appended to a file of their own before the ledger has them.
+/// Reservations, settlements and releases of one run, appended to a file of their own before the ledger has them.
 ///
 /// A settlement reaches SQLite in a background transaction shared with others, a few milliseconds
 /// after the call. Until then it is durable in this file: one `write` of one line, which the kernel
@@ -26,6 +26,17 @@ final class SettlementJournal: @unchecked Sendable {
 
     deinit {
         close(fd)
+    }
+
+    /// Appends `A id time tokens cost model actions`, the actions joined by U+001F, for a reservation written later.
+    func admitted(_ record: Record) -> Bool {
+        guard case .admitted(let id, let time, let tokens, let cost, let model, let actions) = record else { return false }
+        return append("A \(id) \(time) \(tokens) \(cost) \(SettlementJournal.field(model)) \(SettlementJournal.field(actions.joined(separator: "\u{1F}")))\n")
+    }
+
+    /// Keeps a client-chosen text on one line and in one field: spaces and newlines become U+001E.
+    static func field(_ text: String) -> String {
+        text.isEmpty ? "\u{1E}" : String(text.map { $0 == " " || $0.isNewline ? "\u{1E}" : $0 })
     }
 
     /// Appends `S id uncached cacheRead cacheWrite output cost estimated time`.
@@ -60,6 +71,7 @@ final class SettlementJournal: @unchecked Sendable {
 
     /// One record read back from a journal.
     enum Record {
+        case admitted(id: UInt64, time: Double, tokens: Int64, cost: Int64, model: String, actions: [String])
         case settled(id: UInt64, uncached: Int64, cacheRead: Int64, cacheWrite: Int64, output: Int64, cost: Int64, estimated: Bool, time: Double)
         case released(id: UInt64, time: Double)
     }
@@ -76,6 +88,12 @@ final class SettlementJournal: @unchecked Sendable {
                 else { return nil }
                 return .settled(id: id, uncached: uncached, cacheRead: cacheRead, cacheWrite: cacheWrite, output: output, cost: cost,
                                 estimated: fields[7] == "1", time: time)
+            case "A":
+                guard fields.count == 7, let id = UInt64(fields[1]), let time = Double(fields[2]), let tokens = Int64(fields[3]),
+                      let cost = Int64(fields[4]) else { return nil }
+                let model = fields[5] == "\u{1E}" ? "" : String(fields[5])
+                return .admitted(id: id, time: time, tokens: tokens, cost: cost, model: model,
+                                 actions: fields[6].split(separator: "\u{1F}").map(String.init))
             case "R":
                 guard fields.count == 3, let id = UInt64(fields[1]), let time = Double(fields[2]) else { return nil }
                 return .released(id: id, time: time)

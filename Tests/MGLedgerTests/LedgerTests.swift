@@ -308,3 +308,31 @@ struct SplitMix {
         return value ^ (value >> 31)
     }
 }
+
+@Suite struct LedgerModeTests {
+    @Test func aloneRunDecidesWithoutTransaction() throws {
+        let path = temporaryLedgerPath()
+        let subject = try ledger(path, run: "a")
+        let governor = Governor(layers: dailyCeiling("1"), ledger: subject)
+        _ = try #require(governor.admit(call()).admission)
+        _ = try #require(governor.admit(call()).admission)
+        // The first admission read the other runs in a transaction; the second was journaled for the writer.
+        subject.writePending()
+        #expect(try column(path, "SELECT count(*) FROM calls") == ["2"])
+        #expect(try column(path, "SELECT mode FROM runs") == ["solo"])
+    }
+
+    @Test func joiningRunWaitsForSoloRunToWrite() throws {
+        let path = temporaryLedgerPath()
+        let first = try ledger(path, run: "a")
+        let firstGovernor = Governor(layers: dailyCeiling("0.0006"), ledger: first)
+        for _ in 0..<2 { _ = try #require(firstGovernor.admit(call()).admission) }
+        let started = Date()
+        let second = Governor(layers: dailyCeiling("0.0006"), ledger: try ledger(path, run: "b"))
+        let waited = Date().timeIntervalSince(started)
+        // Both of the first run's reservations (0.0003 USD each) are in SQLite before the second decides.
+        #expect(second.admit(call()).refusal != nil)
+        #expect(try column(path, "SELECT mode FROM runs ORDER BY run_id") == ["shared", "shared"])
+        #expect(waited < 1)
+    }
+}
