@@ -128,3 +128,26 @@ private func errors(_ yaml: String) -> [String] {
         #expect(policy.metadata["changelog"] == "1 entries")
     }
 }
+
+@Suite struct ScalingLoadingTests {
+    @Test func tiersLoad() throws {
+        let policy = try PolicyLoader.parse(text: """
+            scaling:
+              team: {agents: 10, daily_budget: 500.00, per_agent_limit: 50, dedicated_support: false}
+              org: {agents: 100, dedicated_support: true}
+            """, file: "s.yaml")
+        #expect(policy.scaling.map(\.name) == ["team", "org"])
+        #expect(policy.scaling[0].agents == 10)
+        #expect(policy.scaling[0].dailyBudget == USD(decimalText: "500"))
+        #expect(policy.scaling[1].dedicatedSupport == true)
+    }
+
+    @Test func badTierIsError() {
+        do {
+            _ = try PolicyLoader.parse(text: "scaling:\n  team: {agents: -1, seats: 3}\n", file: "s.yaml")
+            Issue.record("expected errors")
+        } catch {
+            #expect(error.errors.count == 2)
+        }
+    }
+}
