@@ -57,6 +57,23 @@ static void close_descriptors_from(int first, int keep) {
     }
 }
 
+// Host-wide kernel settings a root agent could otherwise write: a core_pattern or modprobe path in
+// /proc/sys, or uevent_helper in /sys, makes the kernel run a program as root outside every namespace.
+static const char *const read_only_paths[] = {
+    "/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus", "/sys",
+};
+
+// Bind-mounts each path onto itself read-only; a path that does not exist is skipped.
+static int make_read_only(void) {
+    for (size_t index = 0; index < sizeof read_only_paths / sizeof read_only_paths[0]; index++) {
+        const char *path = read_only_paths[index];
+        if (access(path, F_OK) != 0) continue;
+        if (mount(path, path, NULL, MS_BIND | MS_REC, NULL) != 0) return -1;
+        if (mount(NULL, path, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) return -1;
+    }
+    return 0;
+}
+
 // Capabilities the program never gets, even as root: with them it could unmount its private /proc and
 // read the host's, trace or signal processes outside, load modules, or open files by handle past its mounts.
 static const int dropped_capabilities[] = {
@@ -119,9 +136,22 @@ static int init_main(void *opaque) {
     close(arguments->sync_read);
 
     // Private propagation first, so the new /proc is not mounted on the host too.
-    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
-        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) {
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) {
         report_error(arguments->error_write, MG_SPAWN_STAGE_PROC, errno);
+        _exit(1);
+    }
+    int nested = 0;
+    if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) {
+        // Inside another mg-run's sandbox, whose read-only /proc/sys forbids a new proc mount from a
+        // user namespace, the inherited /proc and its read-only paths stay: they show only that sandbox.
+        if (!(errno == EPERM && arguments->config->new_user_namespace)) {
+            report_error(arguments->error_write, MG_SPAWN_STAGE_PROC, errno);
+            _exit(1);
+        }
+        nested = 1;
+    }
+    if (!nested && make_read_only() != 0) {
+        report_error(arguments->error_write, MG_SPAWN_STAGE_READ_ONLY, errno);
         _exit(1);
     }
 

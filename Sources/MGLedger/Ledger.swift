@@ -144,6 +144,12 @@ public final class Ledger: SharedLedger, @unchecked Sendable {
                 throw LedgerError(path: path, message: "has schema version \(version), this mg-run writes version \(Ledger.schemaVersion); use a newer mg-run or another --ledger file")
             }
             try connection.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '\(Ledger.schemaVersion)')")
+            // Ledgers written before runs had a mode get the column; every run in them is shared.
+            var columns: [String] = []
+            try connection.prepare("PRAGMA table_info(runs)").run([]) { columns.append($0.text(1)) }
+            if !columns.contains("mode") {
+                try connection.execute("ALTER TABLE runs ADD COLUMN mode TEXT NOT NULL DEFAULT 'shared'")
+            }
             try connection.prepare("INSERT INTO runs (run_id, agent_id, task_id, pid, process_start, started_at) VALUES (?, ?, ?, ?, ?, ?)")
                 .run([.text(runID), .text(agentID), .text(taskID), .integer(Int64(getpid())), .text(ProcessIdentity.current()),
                       .real(Date().timeIntervalSince1970)])

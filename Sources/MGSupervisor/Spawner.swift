@@ -69,6 +69,8 @@ enum Spawner {
             case Int32(MG_SPAWN_STAGE_EXEC):
                 let code: Int32 = report.1 == ENOENT ? 127 : 126
                 throw SpawnError(description: "cannot execute \(path): \(reason)", exitStatus: code)
+            case Int32(MG_SPAWN_STAGE_READ_ONLY):
+                throw SpawnError(description: "cannot make /proc/sys and /sys read-only for the process tree: \(reason)", exitStatus: 70)
             case Int32(MG_SPAWN_STAGE_CAPABILITIES):
                 throw SpawnError(description: "cannot drop capabilities before running \(path): \(reason); mg-run needs CAP_SETPCAP (root) for its sandbox", exitStatus: 70)
             case Int32(MG_SPAWN_STAGE_PROC):

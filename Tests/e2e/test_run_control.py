@@ -365,7 +365,16 @@ CAPABILITY_AGENT = """
 import subprocess
 unmount = subprocess.run(["umount", "/proc"], capture_output=True, text=True)
 effective = next(int(line.split()[1], 16) for line in open("/proc/self/status") if line.startswith("CapEff:"))
-print(unmount.returncode, effective >> 21 & 1, effective >> 19 & 1, effective >> 2 & 1)
+writable = []
+for path in ["/proc/sys/kernel/core_pattern", "/sys/kernel/uevent_helper"]:
+    try:
+        current = open(path).read()
+        with open(path, "w") as settings:
+            settings.write(current)  # the same value: nothing changes even if the write went through
+        writable.append(path)
+    except OSError:
+        pass
+print(unmount.returncode, effective >> 21 & 1, effective >> 19 & 1, effective >> 2 & 1, len(writable))
 """
 
 
@@ -373,7 +382,9 @@ def test_agent_cannot_unmount_its_proc(tmp_path):
     policy = 'rules:\n  - action: "llm:*"\n'
     result = run_mg(tmp_path, policy, CAPABILITY_AGENT, "--upstream", "simulate")
     assert result.returncode == 0, result.stderr
-    code, sys_admin, sys_ptrace, dac_read_search = result.stdout.split()
+    code, sys_admin, sys_ptrace, dac_read_search, writable = result.stdout.split()
     # Without CAP_SYS_ADMIN the private /proc stays, so the host's processes stay hidden.
     assert code != "0"
     assert (sys_admin, sys_ptrace, dac_read_search) == ("0", "0", "0")
+    # Kernel settings that make the kernel run a program as host root are read-only.
+    assert writable == "0"

@@ -25,6 +25,7 @@ enum {
     MG_SPAWN_STAGE_EXEC = 3,
     MG_SPAWN_STAGE_PROC = 4,
     MG_SPAWN_STAGE_CAPABILITIES = 5,
+    MG_SPAWN_STAGE_READ_ONLY = 6,
 };
 
 // Starts a small init in new PID and mount namespaces (and a user namespace if
