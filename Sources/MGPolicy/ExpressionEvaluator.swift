@@ -45,6 +45,8 @@ extension ExpressionNode {
         case .comparison(let comparison, let left, let right):
             let (lhs, rhs) = (left.evaluate(environment), right.evaluate(environment))
             if lhs == .missing || rhs == .missing { return .missing }
+            // Ordering a number against a string (a context value such as "abc") is unknown, not false.
+            if comparison != .equal && comparison != .notEqual && !Self.orderable(lhs, rhs) { return .missing }
             return .bool(Self.compare(lhs, comparison, rhs))
         case .membership(let element, let container, let negated):
             let (item, list) = (element.evaluate(environment), container.evaluate(environment))
@@ -93,6 +95,14 @@ extension ExpressionNode {
             case .notEqual: return left != right
             case .less, .lessOrEqual, .greater, .greaterOrEqual: return false
             }
+        }
+    }
+
+    /// Returns whether two values can be ordered: two numbers, or two strings.
+    static func orderable(_ left: ExpressionValue, _ right: ExpressionValue) -> Bool {
+        switch (left, right) {
+        case (.number, .number), (.string, .string): return true
+        default: return false
         }
     }
 

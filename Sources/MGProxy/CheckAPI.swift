@@ -34,7 +34,8 @@ extension MeteringProxy {
             guard let fields = given as? [String: Any] else {
                 return checkError("\"context\" must be an object of names to values", action: action, started: started)
             }
-            for (key, value) in fields {
+            // The operator's --context values win over the agent's.
+            for (key, value) in fields where configuration.context[key] == nil {
                 context[key] = MeteringProxy.contextText(value)
             }
         }

@@ -305,11 +305,13 @@ public final class MeteringProxy: HTTPHandler {
         }
     }
 
-    /// Returns the run's `--context` values overlaid with the request's `X-MG-Context-<k>` headers.
+    /// Returns the request's `X-MG-Context-<k>` headers with the run's `--context` values over them:
+    /// the operator's values win, so an agent cannot change what a condition reads from them.
     private func callContext(_ request: HTTPRequest) -> [String: String] {
         var context = configuration.context
         for (name, value) in request.headers where name.hasPrefix("x-mg-context-") && name.count > 13 {
-            context[String(name.dropFirst(13))] = value
+            let key = String(name.dropFirst(13))
+            if configuration.context[key] == nil { context[key] = value }
         }
         return context
     }
