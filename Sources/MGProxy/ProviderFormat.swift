@@ -83,6 +83,9 @@ struct ParsedCall {
         guard let modelRange = members["model"], let model = document.string(modelRange), !model.isEmpty else {
             throw ClientError(status: 400, message: "the request has no \"model\" string")
         }
+        if let stored = ParsedCall.storedInputReference(in: body) {
+            throw ClientError(status: 403, message: "the request refers to \(stored), input stored by the provider that mg-run cannot see or bound; send the content in the request instead")
+        }
         // Input stored upstream is billed but not in the request, so mg-run could not bound the call's cost.
         if endpoint == .responses {
             for field in ["previous_response_id", "conversation", "prompt"] {
@@ -166,6 +169,33 @@ struct ParsedCall {
         // text it carries. Chat framing adds a few tokens per message.
         self.inputTokensBound = body.count + 8 * messageCount + 32 + ParsedCall.tokensPerMediaPart * mediaParts
         self.inputTokensEstimate = body.count / 4 + 4 * messageCount + 3 + ParsedCall.tokensPerMediaPart * mediaParts
+    }
+
+    /// Returns a description of the first part that refers to input stored by the provider (a file by id,
+    /// an Anthropic file source, a Responses item reference), or nil. Foundation parses the body only when
+    /// a cheap byte search finds a hint, or an escape that could hide one.
+    static func storedInputReference(in body: [UInt8]) -> String? {
+        guard contains(body, "file_id") || contains(body, "item_reference") || contains(body, "\"file\"") || contains(body, "\\u"),
+              let object = try? JSONSerialization.jsonObject(with: Data(body)) else { return nil }
+        func search(_ value: Any, depth: Int) -> String? {
+            guard depth < 64 else { return nil }
+            if let dictionary = value as? [String: Any] {
+                if dictionary["file_id"] != nil { return "a file by \"file_id\"" }
+                if dictionary["type"] as? String == "item_reference" { return "a stored item (\"item_reference\")" }
+                if let source = dictionary["source"] as? [String: Any], source["type"] as? String == "file" {
+                    return "a file source (\"source\": {\"type\": \"file\"})"
+                }
+                for nested in dictionary.values {
+                    if let found = search(nested, depth: depth + 1) { return found }
+                }
+            } else if let array = value as? [Any] {
+                for nested in array {
+                    if let found = search(nested, depth: depth + 1) { return found }
+                }
+            }
+            return nil
+        }
+        return search(object, depth: 0)
     }
 
     /// Moves the call to another model of the same provider, for a fallback.

@@ -125,6 +125,21 @@ private func admission(cap: Int?, rewrites: Bool) -> Admission {
         #expect(throws: ClientError.self) { try parse(#"{"model":"gpt-4.1","input":"hi","#+field+"}", .responses) }
     }
 
+    @Test(arguments: [
+        (Endpoint.responses, #"{"model":"gpt-4.1","input":[{"role":"user","content":[{"type":"input_file","file_id":"file-1"}]}]}"#),
+        (.chatCompletions, #"{"model":"gpt-4o","messages":[{"role":"user","content":[{"type":"file","file":{"file_id":"file-1"}}]}]}"#),
+        (.messages, #"{"model":"claude-haiku-4-5","max_tokens":5,"messages":[{"role":"user","content":[{"type":"document","source":{"type":"file","file_id":"f"}}]}]}"#),
+        (.responses, #"{"model":"gpt-4.1","input":[{"type":"item_reference","id":"msg_1"}]}"#),
+        (.chatCompletions, #"{"model":"gpt-4o","messages":[{"role":"user","content":[{"type":"file","file":{"\u0066ile_id":"file-1"}}]}]}"#),
+    ])
+    func storedFilesRefused(endpoint: Endpoint, body: String) {
+        #expect(throws: ClientError.self) { try parse(body, endpoint) }
+    }
+
+    @Test func inlineFileTextAccepted() throws {
+        _ = try parse(#"{"model":"gpt-4o","messages":[{"role":"user","content":"the file_id field is described here"}]}"#, .chatCompletions)
+    }
+
     @Test func nullPreviousResponseAccepted() throws {
         _ = try parse(#"{"model":"gpt-4.1","input":"hi","previous_response_id":null}"#, .responses)
     }
