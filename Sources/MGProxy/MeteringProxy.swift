@@ -392,13 +392,11 @@ public final class MeteringProxy: HTTPHandler {
         let usage = UsageParser.usage(endpoint: call.endpoint, body: responseBody) ?? estimate(call, admission: admission)
         let (action, model, status) = (call.modelAction, call.model, transfer.status)
         let reason = failure.map { "upstream transfer failed: \($0)" } ?? "ok"
-        // Settled once the response is on its way: the reservation covers the call until then.
+        // Settled before the response goes out, so a crash of mg-run after the client has it cannot lose the settlement.
         let detailed = admission.auditLevel == .detailed
-        let requestBody = detailed ? call.body : nil
-        return HTTPResponse(status: status, headers: headers, body: .bytes(responseBody)) { [self] in
-            settle(action: action, model: model, admission: admission, usage: usage, status: status, started: started, reason: reason,
-                   requestBody: requestBody, responseBody: detailed ? responseBody : nil)
-        }
+        settle(action: action, model: model, admission: admission, usage: usage, status: status, started: started, reason: reason,
+               requestBody: detailed ? call.body : nil, responseBody: detailed ? responseBody : nil)
+        return HTTPResponse(status: status, headers: headers, body: .bytes(responseBody))
     }
 
     /// Returns the reserved bound as usage, charged in full when the provider reported none.
@@ -515,6 +513,7 @@ final class MeteredStream: ResponseStream, @unchecked Sendable {
     private var ended = false
     /// The stream as forwarded, for `audit: detailed`, up to the redactor's limit.
     private var kept: [UInt8]?
+    private var settled = false
 
     init(proxy: MeteringProxy, transfer: UpstreamTransfer, call: ParsedCall, admission: Admission, price: ModelPrice, started: Date) {
         self.proxy = proxy
@@ -535,10 +534,25 @@ final class MeteredStream: ResponseStream, @unchecked Sendable {
         }
         let forwarded = tracker.feed(chunk)
         if kept != nil && kept!.count <= proxy.redactor.limit { kept!.append(contentsOf: forwarded) }
+        // The last event is settled before it goes out, so a crash after the client has it cannot lose the settlement.
+        if tracker.finished && !settled {
+            settleNow(reason: transfer.failure.map { "upstream stream failed: \($0)" } ?? "ok")
+        }
         return forwarded
     }
 
+    private func settleNow(reason: String) {
+        settled = true
+        let usage = tracker.usage ?? proxy.estimate(call, admission: admission)
+        proxy.settle(action: call.modelAction, model: call.model, admission: admission, usage: usage, status: transfer.status, started: started, reason: reason,
+                     requestBody: kept == nil ? nil : call.body, responseBody: kept)
+    }
+
     func finish(clientGone: Bool) {
+        guard !settled else {
+            transfer.close()
+            return
+        }
         var reason = "ok"
         if clientGone && !ended {
             // The provider bills what it generates even when the client is gone,
@@ -549,9 +563,7 @@ final class MeteredStream: ResponseStream, @unchecked Sendable {
         }
         if let failure = transfer.failure { reason = "upstream stream failed: \(failure)" }
         transfer.close()
-        let usage = tracker.usage ?? proxy.estimate(call, admission: admission)
-        proxy.settle(action: call.modelAction, model: call.model, admission: admission, usage: usage, status: transfer.status, started: started, reason: reason,
-                     requestBody: kept == nil ? nil : call.body, responseBody: kept)
+        settleNow(reason: reason)
     }
 }
 

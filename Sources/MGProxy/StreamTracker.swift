@@ -14,6 +14,8 @@ struct StreamTracker {
     private var anthropicFields: [String: Int] = [:]
     /// Text of content deltas seen, for an estimate when the stream ends without usage.
     private(set) var outputBytes = 0
+    /// Whether the stream's terminal event has been seen: `[DONE]`, `message_stop`, or a terminal `response.*` event.
+    private(set) var finished = false
 
     init(endpoint: Endpoint, dropsUsageChunk: Bool) {
         self.endpoint = endpoint
@@ -66,6 +68,11 @@ struct StreamTracker {
                 let value = line.dropFirst(5)
                 data += value.hasPrefix(" ") ? String(value.dropFirst()) : String(value)
             }
+        }
+        if data == "[DONE]" || eventName == "message_stop" || ["response.completed", "response.incomplete", "response.failed"].contains(eventName)
+            || data.contains("\"type\":\"response.completed\"")
+            || data.contains("\"type\":\"response.incomplete\"") || data.contains("\"type\":\"response.failed\"") {
+            finished = true
         }
         switch endpoint.provider {
         case .openai:

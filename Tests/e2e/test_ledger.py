@@ -152,3 +152,44 @@ def test_failed_start_ends_its_run(tmp_path):
                              "--audit", str(tmp_path / "missing" / "audit.jsonl"), "--", "true"], capture_output=True, text=True)
     assert result.returncode == 2
     assert rows(ledger, "SELECT end_reason FROM runs") == [("failed to start",)]
+
+
+EXPOSE_AGENT = """
+import os, sys, time
+with open(sys.argv[1], "w") as exposed:
+    exposed.write(os.environ["MG_RUN_URL"] + " " + os.environ["MG_RUN_TOKEN"])
+time.sleep(60)
+"""
+
+
+def test_sigkill_right_after_responses_keeps_settlements(tmp_path):
+    import http.client
+    import json as json_module
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules:\n  - action: \"llm:*\"\n")
+    script = tmp_path / "expose.py"
+    script.write_text(EXPOSE_AGENT)
+    ledger = tmp_path / "ledger.sqlite"
+    for stream in [False, True, False, True]:
+        exposed = tmp_path / "exposed.txt"
+        exposed.unlink(missing_ok=True)
+        process = subprocess.Popen([MG_RUN, "--policy", str(policy), "--upstream", "simulate", "--ledger", str(ledger),
+                                    "--", sys.executable, str(script), str(exposed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while not (exposed.exists() and exposed.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        url, token = exposed.read_text().split()
+        host, port = url.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5, "stream": stream}
+        for _ in range(3):
+            connection.request("POST", "/v1/chat/completions", json_module.dumps(body), {"Authorization": "Bearer " + token})
+            connection.getresponse().read()
+        # Killed the moment the third response has been read in full.
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+    # A new run recovers the four killed runs; every call a client read is settled, exactly once.
+    after = start(tmp_path, "after", ledger, "1")
+    after.wait(timeout=60)
+    killed = rows(ledger, "SELECT state, count(*) FROM calls WHERE run_id IN (SELECT run_id FROM runs WHERE end_reason = 'process gone') GROUP BY state")
+    assert killed == [("settled", 12)]
