@@ -82,7 +82,9 @@ public final class Ledger: SharedLedger, @unchecked Sendable {
         self.taskID = taskID
         self.logger = logger
         var isDirectory: ObjCBool = false
-        if path.isEmpty || path.hasSuffix("/") || (FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue) {
+        // SQLite reads ":memory:" and "file:" names as a database in memory or a URI, which would not persist.
+        if path.isEmpty || path.hasSuffix("/") || path.hasPrefix(":") || path.hasPrefix("file:")
+            || (FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue) {
             throw LedgerError(path: path, message: "is not a file path; pass --ledger with a file name, such as --ledger ./ledger.sqlite")
         }
         let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path

@@ -149,6 +149,7 @@ public final class MeteringProxy: HTTPHandler {
                 call = try trimContext(call, limit: limit, started: started)
             }
         } catch {
+            if error.status == 403 { governor.countDenial() }
             record(AuditRecord(action: endpoint.kindAction, model: nil, decision: "deny", reason: "invalid request: \(error.message)"),
                    status: error.status, started: started)
             return ErrorBody.response(provider, status: error.status, type: error.status == 403 ? "permission_error" : "invalid_request_error",
@@ -202,8 +203,9 @@ public final class MeteringProxy: HTTPHandler {
                 decision = queue(describe(current, price: currentPrice), after: decision, started: started)
             case .model(let target):
                 guard !tried.contains(target), let targetPrice = configuration.prices.price(for: target) else { break }
-                guard Provider.serving(model: target) == endpoint.provider else {
-                    logger.warning("fallback skipped: its model is served by another provider's API", [("from", current.modelAction), ("to", target)])
+                guard Provider.canServe(endpoint, model: target) else {
+                    logger.warning("fallback skipped: its model does not serve this kind of call or is served by another provider's API",
+                                   [("from", current.modelAction), ("to", target)])
                     break
                 }
                 tried.insert(target)
@@ -294,9 +296,13 @@ public final class MeteringProxy: HTTPHandler {
                                         inputTokensEstimate: call.inputTokensEstimate, requestedOutputTokens: call.requestedOutput,
                                         producesOutput: call.endpoint != .embeddings, choices: call.choices)
         descriptor.context = context
-        for fallback in configuration.modelFallbacks where fallback.covers(call.actions) && fallback.to != call.model
-            && Provider.serving(model: fallback.to) == call.endpoint.provider {
+        for fallback in configuration.modelFallbacks where fallback.covers(call.actions) && fallback.to != call.model {
             if let when = fallback.when, !governor.holds(when, for: descriptor) { continue }
+            guard Provider.canServe(call.endpoint, model: fallback.to) else {
+                logger.warning("model fallback skipped: its model does not serve this kind of call or is served by another provider's API",
+                               [("from", call.modelAction), ("to", fallback.to), ("rule", fallback.path)])
+                continue
+            }
             record(AuditRecord(action: call.modelAction, model: call.model, decision: "fallback",
                                reason: "moved to llm:\(fallback.to) by \(fallback.path)\(fallback.when.map { " (\($0.text))" } ?? "")"),
                    status: 0, started: started)

@@ -8,6 +8,12 @@ public enum Provider: String, Sendable, CaseIterable {
         model.hasPrefix("claude") ? .anthropic : .openai
     }
 
+    /// Returns whether a fallback from a call at `endpoint` may move it to `model`: the same provider's API,
+    /// and an embedding model only for embeddings, by its name.
+    static func canServe(_ endpoint: Endpoint, model: String) -> Bool {
+        serving(model: model) == endpoint.provider && model.contains("embedding") == (endpoint == .embeddings)
+    }
+
     case openai, anthropic
 }
 

@@ -18,16 +18,22 @@ struct Redactor: @unchecked Sendable {
     }
 
     func redact(_ bytes: [UInt8]) -> String {
+        // Redacted before it is cut, so a secret across the limit is not half kept. The margin keeps the
+        // work bounded for huge bodies and is longer than any secret.
+        let margin = 4_096
         let cut = bytes.count > limit
         // JSON escapes such as sk\u002d... would hide a key from the patterns, so ASCII escapes are decoded first.
-        var text = Redactor.decodingASCIIEscapes(String(decoding: cut ? Array(bytes.prefix(limit)) : bytes, as: UTF8.self))
+        var text = Redactor.decodingASCIIEscapes(String(decoding: cut ? Array(bytes.prefix(limit + margin)) : bytes, as: UTF8.self))
         for secret in secrets {
             text = text.replacingOccurrences(of: secret, with: "[REDACTED]")
         }
         for pattern in patterns {
             text = pattern.stringByReplacingMatches(in: text, range: NSRange(text.startIndex..., in: text), withTemplate: "[REDACTED]")
         }
-        if cut { text += "…[\(bytes.count - limit) more bytes not kept]" }
+        if cut {
+            text = String(text.utf8.prefix(limit)) ?? String(decoding: Array(text.utf8.prefix(limit)), as: UTF8.self)
+            text += "…[\(bytes.count - limit) more bytes not kept]"
+        }
         return text
     }
 

@@ -109,3 +109,19 @@ import Testing
         #expect(Redactor.decodingASCIIEscapes(#"a\u00e9b\u0041"#) == #"a\u00e9bA"#)
     }
 }
+
+@Suite struct FallbackKindTests {
+    @Test func embeddingsOnlyForEmbeddings() {
+        #expect(Provider.canServe(.chatCompletions, model: "gpt-4o-mini"))
+        #expect(!Provider.canServe(.chatCompletions, model: "text-embedding-3-small"))
+        #expect(Provider.canServe(.embeddings, model: "text-embedding-3-small"))
+        #expect(!Provider.canServe(.messages, model: "gpt-4o-mini"))
+    }
+
+    @Test func secretAcrossTheCutIsRedacted() {
+        let secret = "mgr-0123456789abcdef0123"
+        let text = Redactor(secrets: [secret], limit: 10).redact(Array(("12345" + secret + "tail").utf8))
+        #expect(!text.contains("mgr-0123"))
+        #expect(text.hasPrefix("12345[REDA"))
+    }
+}

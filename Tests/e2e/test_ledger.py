@@ -137,7 +137,7 @@ def test_sigkill_mid_call_leaves_ledger_next_run_reads(tmp_path):
 def test_invalid_ledger_paths_are_refused(tmp_path):
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
-    for path in ["", ".", str(tmp_path)]:
+    for path in ["", ".", str(tmp_path), ":memory:", "file::memory:", f"file:{tmp_path}/x.sqlite?mode=memory"]:
         result = subprocess.run([MG_RUN, "--policy", str(policy), "--upstream", "simulate", "--ledger", path, "--", "true"],
                                 capture_output=True, text=True)
         assert result.returncode == 2, path
