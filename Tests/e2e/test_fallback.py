@@ -113,4 +113,4 @@ on_limit_exceeded:
     result = run_mg(tmp_path, policy, AGENT, "--upstream", "simulate")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["gpt-4o", "gpt-4o", "refused rate_limit_exceeded", "refused rate_limit_exceeded", "refused rate_limit_exceeded"]
-    assert "fallback skipped: its model is served by another provider's API" in result.stderr
+    assert "fallback skipped: its model does not serve this kind of call or is served by another provider's API" in result.stderr
