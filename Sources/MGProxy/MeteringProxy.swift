@@ -398,11 +398,12 @@ public final class MeteringProxy: HTTPHandler {
         let usage = UsageParser.usage(endpoint: call.endpoint, body: responseBody) ?? estimate(call, admission: admission)
         let (action, model, status) = (call.modelAction, call.model, transfer.status)
         let reason = failure.map { "upstream transfer failed: \($0)" } ?? "ok"
-        // Settled before the response goes out, so a crash of mg-run after the client has it cannot lose the settlement.
+        // Settled before the response goes out, so a crash of mg-run after the client has it cannot lose the
+        // settlement; the audit line is written after, off the latency path.
         let detailed = admission.auditLevel == .detailed
-        settle(action: action, model: model, admission: admission, usage: usage, status: status, started: started, reason: reason,
-               requestBody: detailed ? call.body : nil, responseBody: detailed ? responseBody : nil)
-        return HTTPResponse(status: status, headers: headers, body: .bytes(responseBody))
+        let afterSending = settleCost(action: action, model: model, admission: admission, usage: usage, status: status, started: started,
+                                      reason: reason, requestBody: detailed ? call.body : nil, responseBody: detailed ? responseBody : nil)
+        return HTTPResponse(status: status, headers: headers, body: .bytes(responseBody), afterSending: afterSending)
     }
 
     /// Returns the reserved bound as usage, charged in full when the provider reported none.
@@ -412,12 +413,26 @@ public final class MeteringProxy: HTTPHandler {
 
     func settle(action: String, model: String, admission: Admission, usage: Usage, status: Int, started: Date, reason: String,
                 requestBody: [UInt8]? = nil, responseBody: [UInt8]? = nil) {
+        settleCost(action: action, model: model, admission: admission, usage: usage, status: status, started: started, reason: reason,
+                   requestBody: requestBody, responseBody: responseBody)()
+    }
+
+    /// Settles the call's cost now, which the ledger makes durable, and returns the audit and budget
+    /// work, which may run after the response is sent.
+    func settleCost(action: String, model: String, admission: Admission, usage: Usage, status: Int, started: Date, reason: String,
+                    requestBody: [UInt8]? = nil, responseBody: [UInt8]? = nil) -> @Sendable () -> Void {
         let cost = governor.settle(admission.id, usage: usage)
-        defer {
+        return { [self] in
+            audit(action: action, model: model, admission: admission, usage: usage, cost: cost, status: status, started: started, reason: reason,
+                  requestBody: requestBody, responseBody: responseBody)
             for event in governor.takeBudgetEvents() {
                 handle(event)
             }
         }
+    }
+
+    private func audit(action: String, model: String, admission: Admission, usage: Usage, cost: USD, status: Int, started: Date, reason: String,
+                       requestBody: [UInt8]?, responseBody: [UInt8]?) {
         var reason = usage.estimated ? "\(reason); usage missing, charged the reserved bound" : reason
         if cost > admission.reservedCost {
             // The input bound was too low (media priced above its allowance, server-side tools), so a ceiling may be passed.
