@@ -10,6 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <arpa/inet.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <linux/capability.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -150,6 +156,13 @@ static int init_main(void *opaque) {
         }
         nested = 1;
     }
+    // Unix sockets of the host's services (/run/docker.sock, D-Bus) are files, not in the network
+    // namespace, so an empty /run hides them from a program that may reach only the proxy.
+    if (!nested && arguments->config->new_network_namespace && access("/run", F_OK) == 0 &&
+        mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") != 0) {
+        report_error(arguments->error_write, MG_SPAWN_STAGE_READ_ONLY, errno);
+        _exit(1);
+    }
     if (!nested && make_read_only() != 0) {
         report_error(arguments->error_write, MG_SPAWN_STAGE_READ_ONLY, errno);
         _exit(1);
@@ -218,7 +231,72 @@ static int map_identity(pid_t pid) {
     return write_file(path, line);
 }
 
+struct listen_request {
+    pid_t pid;
+    unsigned short port;
+    int fd;
+    int error;
+};
+
+// Runs on a thread of its own, which is the only one moved into the namespace: brings loopback up and
+// opens the listening socket there, so the socket stays in that namespace after the thread ends.
+static void *listen_in_namespace(void *context) {
+    struct listen_request *request = context;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/ns/net", (int)request->pid);
+    int namespace_fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (namespace_fd < 0 || setns(namespace_fd, CLONE_NEWNET) != 0) {
+        request->error = errno;
+        if (namespace_fd >= 0) close(namespace_fd);
+        return NULL;
+    }
+    close(namespace_fd);
+    int control = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct ifreq interface;
+    memset(&interface, 0, sizeof interface);
+    strncpy(interface.ifr_name, "lo", IFNAMSIZ - 1);
+    if (control < 0 || ioctl(control, SIOCGIFFLAGS, &interface) != 0) {
+        request->error = errno;
+        if (control >= 0) close(control);
+        return NULL;
+    }
+    interface.ifr_flags |= IFF_UP;
+    if (ioctl(control, SIOCSIFFLAGS, &interface) != 0) {
+        request->error = errno;
+        close(control);
+        return NULL;
+    }
+    close(control);
+    if (request->port == 0) return NULL;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in address;
+    memset(&address, 0, sizeof address);
+    address.sin_family = AF_INET;
+    address.sin_port = htons(request->port);
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int yes = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes) != 0 ||
+        bind(fd, (struct sockaddr *)&address, sizeof address) != 0 || listen(fd, 1024) != 0) {
+        request->error = errno;
+        if (fd >= 0) close(fd);
+        return NULL;
+    }
+    request->fd = fd;
+    return NULL;
+}
+
+static int prepare_network(pid_t pid, unsigned short port, int *listen_fd) {
+    struct listen_request request = {.pid = pid, .port = port, .fd = -1, .error = 0};
+    pthread_t thread;
+    int error = pthread_create(&thread, NULL, listen_in_namespace, &request);
+    if (error != 0) return error;
+    pthread_join(thread, NULL);
+    *listen_fd = request.fd;
+    return request.error;
+}
+
 int mg_spawn(const struct mg_spawn_config *config, struct mg_spawn_result *result) {
+    result->listen_fd = -1;
     int sync_pipe[2], status_pipe[2], error_pipe[2];
     if (pipe2(sync_pipe, O_CLOEXEC) != 0) return errno;
     if (pipe2(status_pipe, O_CLOEXEC) != 0) {
@@ -251,7 +329,8 @@ int mg_spawn(const struct mg_spawn_config *config, struct mg_spawn_result *resul
     if (stack == NULL) {
         error = ENOMEM;
     } else {
-        int flags = SIGCHLD | CLONE_NEWPID | CLONE_NEWNS | (config->new_user_namespace ? CLONE_NEWUSER : 0);
+        int flags = SIGCHLD | CLONE_NEWPID | CLONE_NEWNS | (config->new_user_namespace ? CLONE_NEWUSER : 0)
+            | (config->new_network_namespace ? CLONE_NEWNET : 0);
         pid = clone(init_main, stack + stack_size, flags, &arguments);
         if (pid < 0) error = errno;
         free(stack);  // the child runs on its own copy of this memory
@@ -260,6 +339,8 @@ int mg_spawn(const struct mg_spawn_config *config, struct mg_spawn_result *resul
     close(status_pipe[1]);
     close(error_pipe[1]);
     if (pid > 0 && config->new_user_namespace) error = map_identity(pid);
+    // The proxy's socket is listening before the program starts, so its first connection waits in the backlog.
+    if (pid > 0 && error == 0 && config->new_network_namespace) error = prepare_network(pid, config->listen_port, &result->listen_fd);
     if (pid > 0 && error == 0) {
         char byte = 1;
         if (write(sync_pipe[1], &byte, 1) != 1) error = errno;
@@ -272,6 +353,8 @@ int mg_spawn(const struct mg_spawn_config *config, struct mg_spawn_result *resul
         }
         close(status_pipe[0]);
         close(error_pipe[0]);
+        if (result->listen_fd >= 0) close(result->listen_fd);
+        result->listen_fd = -1;
         return error;
     }
     result->init_pid = pid;

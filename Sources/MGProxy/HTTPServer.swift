@@ -96,7 +96,7 @@ public final class HTTPServer: Sendable {
         init(_ handler: any HTTPHandler) { self.handler = handler }
     }
 
-    public init(host: String = "127.0.0.1", port: Int = 0, handler: any HTTPHandler) throws(HTTPServerError) {
+    public convenience init(host: String = "127.0.0.1", port: Int = 0, handler: any HTTPHandler) throws(HTTPServerError) {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw HTTPServerError(description: "cannot create a socket: \(String(cString: strerror(errno)))") }
         var yes: Int32 = 1
@@ -120,13 +120,17 @@ public final class HTTPServer: Sendable {
         withUnsafeMutablePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { _ = getsockname(fd, $0, &length) }
         }
-        self.port = Int(UInt16(bigEndian: address.sin_port))
+        try self.init(listening: fd, port: Int(UInt16(bigEndian: address.sin_port)), handler: handler)
+    }
 
+    /// Serves on a socket that is already listening, such as one opened inside the agent's network namespace.
+    public init(listening fd: Int32, port: Int, handler: any HTTPHandler) throws(HTTPServerError) {
+        self.port = port
         let box = Unmanaged.passRetained(HandlerBox(handler))
         guard let daemon = mg_mhd_start(fd, accessHandler, box.toOpaque(), requestCompleted, nil, 600) else {
             box.release()
             close(fd)
-            throw HTTPServerError(description: "libmicrohttpd could not start on \(host):\(port)")
+            throw HTTPServerError(description: "libmicrohttpd could not start on 127.0.0.1:\(port)")
         }
         self.daemon = daemon
         self.handlerBox = box

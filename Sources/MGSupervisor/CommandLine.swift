@@ -40,6 +40,10 @@ public enum CommandLineInterface {
       --env NAME              run environment for agent_match (production, staging, ...)
       --trust-tier TIER       untrusted | basic (default) | verified | privileged
       --context KEY=VALUE     value of context.KEY in conditions (repeatable)
+      --network MODE          proxy_only (default): the agent's network namespace has
+                              only loopback, where the proxy listens; none: no proxy
+                              either; host: the host's network, which lets the agent
+                              go around the meter
       --ledger FILE           SQLite ledger of every call (default:
                               $XDG_STATE_HOME/mg-run/ledger.sqlite or
                               ~/.local/state/mg-run/ledger.sqlite)
@@ -149,6 +153,12 @@ public enum CommandLineInterface {
                 }
                 options.agentID = text
             case "--ledger": options.ledgerPath = try value(argument)
+            case "--network":
+                let text = try value(argument)
+                guard let mode = NetworkMode(rawValue: text) else {
+                    throw RunError("invalid --network '\(text)'; use proxy_only (default), none or host")
+                }
+                options.network = mode
             case "--summary": options.summaryPath = try value(argument)
             case "--audit": options.auditPath = try value(argument)
             case "--max-duration":

@@ -27,6 +27,8 @@ public struct RunOptions: Sendable {
     }
     /// The SQLite ledger; nil for the default location.
     public var ledgerPath: String?
+    /// The agent's network: nil for the default, proxy_only.
+    public var network: NetworkMode?
     public var summaryPath: String?
     public var auditPath: String?
     public var maxDurationSeconds: Double?
@@ -140,13 +142,17 @@ public final class Run: Sendable {
         let proxy = MeteringProxy(configuration: configuration, governor: governor, audit: audit, logger: logger) { [self] reason in
             self.stop(reason)
         }
-        let server: HTTPServer
-        do {
-            server = try HTTPServer(handler: proxy)
-        } catch {
-            throw RunError("cannot start the proxy: \(error.description)", exitStatus: ExitStatus.internalError)
+        // With proxy_only, the proxy listens inside the agent's network namespace, where the port is always free.
+        let network = effectiveNetwork(parent: parent)
+        var hostServer: HTTPServer?
+        if network != .proxyOnly {
+            do {
+                hostServer = try HTTPServer(handler: proxy)
+            } catch {
+                throw RunError("cannot start the proxy: \(error.description)", exitStatus: ExitStatus.internalError)
+            }
         }
-        let proxyURL = "http://127.0.0.1:\(server.port)"
+        let proxyURL = "http://127.0.0.1:\(hostServer?.port ?? Int(Run.sandboxProxyPort))"
 
         var environment = childEnvironment(proxyURL: proxyURL, token: token)
         environment["MG_RUN_DEPTH"] = String((parent?.depth ?? -1) + 1)
@@ -158,15 +164,28 @@ public final class Run: Sendable {
         let tree: SpawnedTree
         do {
             let path = try Spawner.resolve(options.command[0], path: environment["PATH"])
-            tree = try Spawner.spawn(path: path, arguments: options.command, environment: environment)
+            tree = try Spawner.spawn(path: path, arguments: options.command, environment: environment, network: network,
+                                     listenPort: Run.sandboxProxyPort)
         } catch {
-            server.stop()
+            hostServer?.stop()
             simulator?.stop()
             throw RunError(error.description, exitStatus: error.exitStatus)
         }
+        let server: HTTPServer
+        if let hostServer {
+            server = hostServer
+        } else {
+            do {
+                server = try HTTPServer(listening: tree.listenFD, port: Int(Run.sandboxProxyPort), handler: proxy)
+            } catch {
+                kill(tree.initPID, SIGKILL)
+                simulator?.stop()
+                throw RunError("cannot start the proxy in the agent's network namespace: \(error.description)", exitStatus: ExitStatus.internalError)
+            }
+        }
         spawned = true
         self.tree.withLock { $0 = tree.initPID }
-        logger.info("run started", [("pid", String(tree.initPID)), ("proxy", proxyURL), ("command", options.command[0])])
+        logger.info("run started", [("pid", String(tree.initPID)), ("proxy", proxyURL), ("network", network.rawValue), ("command", options.command[0])])
 
         let signalSources = installSignalHandlers()
         if let limit = options.maxDurationSeconds {
@@ -324,6 +343,23 @@ public final class Run: Sendable {
         }
         candidates.append(FileManager.default.currentDirectoryPath + "/profiles/prices.yaml")
         return candidates.first { FileManager.default.fileExists(atPath: $0) }
+    }
+
+    /// The port the proxy listens on inside the agent's network namespace, where nothing else listens.
+    static let sandboxProxyPort: UInt16 = 4480
+
+    /// Returns the network mode the tree gets. A sub-agent stays in its parent's network namespace, which
+    /// already lets it reach only proxies, because it may not create one of its own from its user namespace.
+    private func effectiveNetwork(parent: ParentRun?) -> NetworkMode {
+        let asked = options.network ?? .proxyOnly
+        if asked == .host {
+            logger.warning("network host: the agent can reach the network directly, so its calls can go around the meter")
+        }
+        if asked != .host && (parent != nil || !hasSystemAdministration()) {
+            logger.info("this run shares the network namespace it was started in", [("asked", asked.rawValue)])
+            return .host
+        }
+        return asked
     }
 
     /// Returns the agent id the ledger records this run under. A sub-agent's calls are also recorded by its

@@ -12,6 +12,18 @@ struct SpawnedTree {
     /// The namespace's init; SIGKILL to it kills every process in the tree.
     var initPID: pid_t
     var statusFD: Int32
+    /// The proxy's listening socket inside the tree's network namespace, or -1.
+    var listenFD: Int32
+}
+
+/// Where the agent's network traffic can go: `run.sandbox.network`.
+public enum NetworkMode: String, Sendable, CaseIterable {
+    /// A network namespace with loopback only, where the proxy listens: the agent reaches nothing else.
+    case proxyOnly = "proxy_only"
+    /// A network namespace with loopback only and no proxy.
+    case none
+    /// The host's network: the agent can go around the proxy.
+    case host
 }
 
 enum Spawner {
@@ -38,7 +50,10 @@ enum Spawner {
 
     /// Starts the tree. Must run on a thread that lives as long as the run,
     /// because the init is killed when the thread that cloned it exits (PR_SET_PDEATHSIG).
-    static func spawn(path: String, arguments: [String], environment: [String: String]) throws(SpawnError) -> SpawnedTree {
+    /// With `network` other than host, the tree gets a network namespace; with `listenPort`, the proxy's
+    /// socket is opened inside it, on 127.0.0.1, before the program starts.
+    static func spawn(path: String, arguments: [String], environment: [String: String], network: NetworkMode = .host,
+                      listenPort: UInt16 = 0) throws(SpawnError) -> SpawnedTree {
         let argv = CStringArray(arguments)
         let envp = CStringArray(environment.map { "\($0.key)=\($0.value)" }.sorted())
         defer {
@@ -49,7 +64,8 @@ enum Spawner {
         var result = mg_spawn_result()
         let error: Int32 = path.withCString { pathPointer in
             var config = mg_spawn_config(path: pathPointer, argv: argv.pointer, envp: envp.pointer, directory: nil,
-                                         new_user_namespace: hasSystemAdministration() ? 0 : 1)
+                                         new_user_namespace: hasSystemAdministration() ? 0 : 1,
+                                         new_network_namespace: network == .host ? 0 : 1, listen_port: network == .proxyOnly ? listenPort : 0)
             return mg_spawn(&config, &result)
         }
         if error != 0 {
@@ -80,7 +96,7 @@ enum Spawner {
             }
         }
 
-        return SpawnedTree(initPID: result.init_pid, statusFD: result.status_fd)
+        return SpawnedTree(initPID: result.init_pid, statusFD: result.status_fd, listenFD: result.listen_fd)
     }
 
     /// Reads until the buffer is full or EOF; returns the byte count.

@@ -173,7 +173,8 @@ def test_sigkill_right_after_responses_keeps_settlements(tmp_path):
     for stream in [False, True, False, True]:
         exposed = tmp_path / "exposed.txt"
         exposed.unlink(missing_ok=True)
-        process = subprocess.Popen([MG_RUN, "--policy", str(policy), "--upstream", "simulate", "--ledger", str(ledger),
+        # network host: this test's client, outside the run, talks to the proxy.
+        process = subprocess.Popen([MG_RUN, "--policy", str(policy), "--upstream", "simulate", "--ledger", str(ledger), "--network", "host",
                                     "--", sys.executable, str(script), str(exposed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
         while not (exposed.exists() and exposed.read_text()) and time.monotonic() < deadline:

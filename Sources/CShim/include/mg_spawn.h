@@ -10,12 +10,15 @@ struct mg_spawn_config {
     char *const _Nullable *_Nonnull envp;  // NULL-terminated
     const char *_Nullable directory;        // working directory, or NULL to keep the caller's
     int new_user_namespace;                 // 1 when the caller lacks CAP_SYS_ADMIN
+    int new_network_namespace;              // 1 for a network namespace with loopback only
+    unsigned short listen_port;             // with a network namespace: listen on 127.0.0.1:port inside it, 0 for none
 };
 
 struct mg_spawn_result {
     pid_t init_pid;  // the namespace's init, as seen from the caller
     int status_fd;   // read end: 4 bytes, the program's wait status, when it ends
     int error_fd;    // read end: EOF once exec succeeded, or 8 bytes {stage, errno}
+    int listen_fd;   // the listening socket inside the network namespace, or -1
 };
 
 // Stages reported on error_fd.

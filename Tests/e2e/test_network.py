@@ -1,0 +1,124 @@
+"""The agent's network namespace: only loopback, where the proxy listens. Isolation is read from
+inside the sandbox and probed only against listeners this test opens on this machine."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import uuid
+
+from conftest import MG_RUN, run_mg
+
+POLICY = 'rules:\n  - action: "llm:*"\n'
+
+PROBE = r"""
+import json, os, socket, sys, urllib.request
+probes = json.loads(sys.argv[1])
+result = {"interfaces": [line.split(":")[0].strip() for line in open("/proc/net/dev").read().splitlines()[2:]],
+          "routes": open("/proc/net/route").read().splitlines()[1:]}
+try:
+    request = urllib.request.Request(os.environ["MG_RUN_URL"] + "/v1/models", headers={"Authorization": "Bearer " + os.environ["MG_RUN_TOKEN"]})
+    result["proxy"] = urllib.request.urlopen(request, timeout=5).status
+except OSError as error:
+    result["proxy"] = str(error)
+def reach(family, address):
+    probe = socket.socket(family, socket.SOCK_STREAM)
+    probe.settimeout(2)
+    try:
+        probe.connect(address)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+result["tcp4"] = reach(socket.AF_INET, ("127.0.0.1", probes["tcp4"]))
+result["tcp6"] = reach(socket.AF_INET6, ("::1", probes["tcp6"])) if probes["tcp6"] else None
+result["abstract"] = reach(socket.AF_UNIX, "\0" + probes["abstract"])
+result["run_socket"] = reach(socket.AF_UNIX, probes["run_socket"])
+print(json.dumps(result))
+"""
+
+
+def open_listeners():
+    """Listeners on the host side: TCP on 127.0.0.1 and ::1, an abstract Unix socket, a socket file under /run."""
+    listeners = []
+    tcp4 = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    tcp4.bind(("127.0.0.1", 0))
+    tcp4.listen()
+    listeners.append(tcp4)
+    tcp6_port = 0
+    if socket.has_ipv6:
+        try:
+            tcp6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            tcp6.bind(("::1", 0))
+            tcp6.listen()
+            listeners.append(tcp6)
+            tcp6_port = tcp6.getsockname()[1]
+        except OSError:
+            pass
+    name = "mg-run-test-" + uuid.uuid4().hex
+    abstract = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    abstract.bind("\0" + name)
+    abstract.listen()
+    listeners.append(abstract)
+    path = f"/run/{name}.sock"
+    run_socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    run_socket.bind(path)
+    run_socket.listen()
+    listeners.append(run_socket)
+    probes = {"tcp4": tcp4.getsockname()[1], "tcp6": tcp6_port, "abstract": name, "run_socket": path}
+    return listeners, probes, path
+
+
+def probe(tmp_path, *options):
+    listeners, probes, path = open_listeners()
+    try:
+        # The host can reach its own listeners, so an unreachable one inside means the sandbox.
+        assert socket.create_connection(("127.0.0.1", probes["tcp4"]), timeout=2)
+        script = tmp_path / "probe.py"
+        script.write_text(PROBE)
+        command = [MG_RUN, "--policy", str(tmp_path / "policy.yaml"), "--upstream", "simulate", *options,
+                   "--", sys.executable, str(script), json.dumps(probes)]
+        (tmp_path / "policy.yaml").write_text(POLICY)
+        completed = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert completed.returncode == 0, completed.stderr
+        return json.loads(completed.stdout), completed.stderr
+    finally:
+        for listener in listeners:
+            listener.close()
+        os.unlink(path)
+
+
+def test_proxy_only_reaches_nothing_but_the_proxy(tmp_path):
+    seen, _ = probe(tmp_path)
+    assert seen["interfaces"] == ["lo"]
+    assert seen["routes"] == []
+    assert seen["proxy"] == 200
+    assert seen["tcp4"] is False
+    assert seen["tcp6"] in (False, None)
+    assert seen["abstract"] is False
+    assert seen["run_socket"] is False
+
+
+def test_network_none_has_no_proxy_either(tmp_path):
+    seen, _ = probe(tmp_path, "--network", "none")
+    assert seen["interfaces"] == ["lo"]
+    assert seen["proxy"] != 200
+    assert seen["tcp4"] is False
+
+
+def test_network_host_warns_and_reaches_host(tmp_path):
+    seen, stderr = probe(tmp_path, "--network", "host")
+    assert "network host: the agent can reach the network directly" in stderr
+    assert seen["proxy"] == 200
+    assert seen["tcp4"] is True
+    assert len(seen["interfaces"]) >= 1
+
+
+def test_invalid_network_names_choices(tmp_path):
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    result = subprocess.run([MG_RUN, "--policy", str(tmp_path / "policy.yaml"), "--network", "open", "--", "true"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "invalid --network 'open'; use proxy_only (default), none or host" in result.stderr
