@@ -17,6 +17,8 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -118,6 +120,17 @@ static void exec_program(const struct init_arguments *arguments) {
         report_error(arguments->error_write, MG_SPAWN_STAGE_CAPABILITIES, errno);
         _exit(127);
     }
+    // No new privileges, then the filter, last: nothing after it needs a denied system call but execve.
+    if (config->seccomp_program != NULL) {
+        struct sock_fprog program = {
+            .len = (unsigned short)(config->seccomp_program_bytes / sizeof(struct sock_filter)),
+            .filter = (struct sock_filter *)config->seccomp_program,
+        };
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program) != 0) {
+            report_error(arguments->error_write, MG_SPAWN_STAGE_SECCOMP, errno);
+            _exit(127);
+        }
+    }
     execve(config->path, config->argv, config->envp);
     report_error(arguments->error_write, MG_SPAWN_STAGE_EXEC, errno);
     _exit(127);
@@ -141,13 +154,17 @@ static int init_main(void *opaque) {
     if (got != 1) _exit(1);
     close(arguments->sync_read);
 
-    // Private propagation first, so the new /proc is not mounted on the host too.
-    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) {
-        report_error(arguments->error_write, MG_SPAWN_STAGE_PROC, errno);
-        _exit(1);
-    }
+    // Private propagation first, so the new /proc is not mounted on the host too. Inside another
+    // mg-run's sandbox, whose seccomp filter denies mount, the inherited mounts stay as they are.
     int nested = 0;
-    if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) {
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) {
+        if (!(errno == EPERM && arguments->config->new_user_namespace)) {
+            report_error(arguments->error_write, MG_SPAWN_STAGE_PROC, errno);
+            _exit(1);
+        }
+        nested = 1;
+    }
+    if (!nested && mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) {
         // Inside another mg-run's sandbox, whose read-only /proc/sys forbids a new proc mount from a
         // user namespace, the inherited /proc and its read-only paths stay: they show only that sandbox.
         if (!(errno == EPERM && arguments->config->new_user_namespace)) {

@@ -164,8 +164,10 @@ public final class Run: Sendable {
         let tree: SpawnedTree
         do {
             let path = try Spawner.resolve(options.command[0], path: environment["PATH"])
+            // A sub-agent runs under its parent's filter already and may not add one.
+            let seccomp = hasSystemAdministration() ? try SeccompProfile.agentProgram() : nil
             tree = try Spawner.spawn(path: path, arguments: options.command, environment: environment, network: network,
-                                     listenPort: Run.sandboxProxyPort)
+                                     listenPort: Run.sandboxProxyPort, seccomp: seccomp)
         } catch {
             hostServer?.stop()
             simulator?.stop()

@@ -12,6 +12,8 @@ struct mg_spawn_config {
     int new_user_namespace;                 // 1 when the caller lacks CAP_SYS_ADMIN
     int new_network_namespace;              // 1 for a network namespace with loopback only
     unsigned short listen_port;             // with a network namespace: listen on 127.0.0.1:port inside it, 0 for none
+    const void *_Nullable seccomp_program;  // a BPF program (struct sock_filter[]) installed last, or NULL
+    unsigned int seccomp_program_bytes;
 };
 
 struct mg_spawn_result {
@@ -29,6 +31,7 @@ enum {
     MG_SPAWN_STAGE_PROC = 4,
     MG_SPAWN_STAGE_CAPABILITIES = 5,
     MG_SPAWN_STAGE_READ_ONLY = 6,
+    MG_SPAWN_STAGE_SECCOMP = 7,
 };
 
 // Starts a small init in new PID and mount namespaces (and a user namespace if
