@@ -4,10 +4,10 @@ import Foundation
 /// The seccomp filter the agent runs under, compiled here in mg-run and installed by the tree's
 /// init last, just before exec.
 ///
-/// This is a deny list over a default of allow: the system calls that reach past the namespaces
-/// (ptrace, mount, unshare, setns, bpf, kexec, keyrings, module loading, io_uring) fail with EPERM,
-/// `seccomp` and `prctl(PR_SET_SECCOMP)` fail so no later filter can loosen this one, and `clone3`
-/// fails with ENOSYS so that glibc falls back to `clone`. System calls of another architecture
+/// This is a deny list over a default of allow. The system calls that reach past the namespaces
+/// (ptrace, mount, unshare, setns, bpf, kexec, keyrings, module loading, io_uring) fail with EPERM.
+/// `seccomp` and `prctl(PR_SET_SECCOMP)` fail, so no later filter can loosen this one. `clone3`
+/// fails with ENOSYS, so that glibc falls back to `clone`. System calls of another architecture
 /// (i386 through int 0x80) and of the x32 ABI fail with ENOSYS.
 /// NOTE: the agent profile should become a deny-by-default allow list, with a tighter strict profile.
 enum SeccompProfile {
@@ -41,7 +41,7 @@ enum SeccompProfile {
             failed = "prctl(PR_SET_SECCOMP)"
         }
         if let failed {
-            throw SpawnError(description: "cannot build the seccomp filter: the rule for \(failed) was refused by libseccomp", exitStatus: 70)
+            throw SpawnError(description: "cannot build the seccomp filter: libseccomp rejected the rule for \(failed)", exitStatus: 70)
         }
         let fd = mg_seccomp_export(context)
         guard fd >= 0 else {
