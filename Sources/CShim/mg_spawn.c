@@ -356,6 +356,12 @@ int mg_spawn(const struct mg_spawn_config *config, struct mg_spawn_result *resul
     close(status_pipe[1]);
     close(error_pipe[1]);
     if (pid > 0 && config->new_user_namespace) error = map_identity(pid);
+    // In the run's cgroup before the program exists, so every process it starts is in it too.
+    if (pid > 0 && error == 0 && config->cgroup_procs_fd >= 0) {
+        char number[32];
+        int length = snprintf(number, sizeof number, "%d", (int)pid);
+        if (write(config->cgroup_procs_fd, number, (size_t)length) != length) error = errno;
+    }
     // The proxy's socket is listening before the program starts, so its first connection waits in the backlog.
     if (pid > 0 && error == 0 && config->new_network_namespace) error = prepare_network(pid, config->listen_port, &result->listen_fd);
     if (pid > 0 && error == 0) {

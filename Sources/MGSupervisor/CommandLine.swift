@@ -14,6 +14,8 @@ public enum CommandLineInterface {
       mg-run [run] [options] -- COMMAND [ARG...]
       mg-run simulate [--port P] [--simulate-latency-ms N]
       mg-run check [--explain] FILE...
+      mg-run status
+      mg-run pause|resume|stop RUN_ID|TASK_ID
       mg-run --help | --version
 
     mg-run starts a metering proxy on 127.0.0.1, runs COMMAND with
@@ -84,6 +86,9 @@ public enum CommandLineInterface {
         }
         if rest.first == "check" {
             return PolicyCheck.run(Array(rest.dropFirst()))
+        }
+        if let first = rest.first, ["status", "pause", "resume", "stop"].contains(first) {
+            return ControlCommand.run(first, Array(rest.dropFirst()))
         }
         if rest.first == "run" { rest.removeFirst() }
         do {

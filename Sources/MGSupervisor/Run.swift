@@ -70,6 +70,10 @@ public final class Run: Sendable {
     let taskID: String
     private let stopReason = Mutex<String?>(nil)
     private let tree = Mutex<pid_t>(0)
+    /// The tree's cgroup, for pause and resume; nil where cgroup2 is missing or not writable, as in a sub-agent.
+    private let group = Mutex<ControlGroup?>(nil)
+    /// When the run started, and whether it is paused, for `mg-run status`.
+    private let state = Mutex<(started: Date, paused: Bool)>((Date(), false))
 
     public init(options: RunOptions, logger: Logger = Logger()) {
         var options = options
@@ -166,8 +170,12 @@ public final class Run: Sendable {
             let path = try Spawner.resolve(options.command[0], path: environment["PATH"])
             // A sub-agent runs under its parent's filter already and may not add one.
             let seccomp = hasSystemAdministration() ? try SeccompProfile.agentProgram() : nil
+            let cgroup = hasSystemAdministration() ? ControlGroup.create(runID: runID) : nil
+            group.withLock { $0 = cgroup }
+            let procs = cgroup?.openProcs() ?? -1
+            defer { if procs >= 0 { close(procs) } }
             tree = try Spawner.spawn(path: path, arguments: options.command, environment: environment, network: network,
-                                     listenPort: Run.sandboxProxyPort, seccomp: seccomp)
+                                     listenPort: Run.sandboxProxyPort, seccomp: seccomp, cgroupProcsFD: procs)
         } catch {
             hostServer?.stop()
             simulator?.stop()
@@ -188,6 +196,28 @@ public final class Run: Sendable {
         spawned = true
         self.tree.withLock { $0 = tree.initPID }
         logger.info("run started", [("pid", String(tree.initPID)), ("proxy", proxyURL), ("network", network.rawValue), ("command", options.command[0])])
+
+        var control: ControlSocket?
+        do {
+            control = try ControlSocket(runID: runID, logger: logger) { [self] command in
+                switch command {
+                case "status": break
+                case "pause": if let error = self.pause() { return ["error": error] }
+                case "resume": if let error = self.resume() { return ["error": error] }
+                case "stop": self.stop("control:stop")
+                default: return ["error": "unknown command '\(command)'; use status, pause, resume or stop"]
+                }
+                let totals = governor.totals
+                let reason = self.stopReason.withLock { $0 }
+                let paused = self.state.withLock { $0.paused }
+                return ["run_id": self.runID, "task_id": self.taskID, "agent_id": self.options.agentID,
+                        "state": reason != nil ? "stopping" : paused ? "paused" : "running",
+                        "calls": totals.calls, "cost_usd": Double(totals.cost.description) ?? 0, "pid": Int(tree.initPID)]
+            }
+        } catch {
+            logger.warning("no control socket for this run; mg-run status will not list it", [("error", error.description)])
+        }
+        defer { control?.close() }
 
         let signalSources = installSignalHandlers()
         if let limit = options.maxDurationSeconds {
@@ -224,6 +254,7 @@ public final class Run: Sendable {
         FileHandle.standardError.write(Data(summary.humanReadable().utf8))
         // Stopping the server waits for every connection thread; with calls still
         // in flight that could take minutes, and exiting ends them anyway.
+        group.withLock { $0?.remove() }
         if totals.inFlight == 0 {
             server.stop()
             simulator?.stop()
@@ -246,13 +277,35 @@ public final class Run: Sendable {
         tree.withLock { pid in
             if pid > 0 { kill(pid, SIGTERM) }  // the init forwards it to every process in the namespace
         }
+        // A frozen tree cannot handle SIGTERM, so it is thawed to use its grace period.
+        _ = group.withLock { $0?.thaw() }
         DispatchQueue.global().asyncAfter(deadline: .now() + options.killGraceSeconds) { [self] in
             self.tree.withLock { pid in
                 guard pid > 0 else { return }
                 self.logger.info("grace period over; killing the process tree", [("pid", String(pid))])
                 kill(pid, SIGKILL)  // kills the whole PID namespace
+                _ = self.group.withLock { $0?.kill() }
             }
         }
+    }
+
+    /// Freezes every process of the tree; returns an error message when it cannot.
+    public func pause() -> String? {
+        guard let cgroup = group.withLock({ $0 }) else {
+            return "this run has no cgroup to freeze (cgroup2 is not mounted or not writable, or it is a sub-agent)"
+        }
+        guard cgroup.freeze() else { return "the kernel did not report the cgroup \(cgroup.path) frozen within 2 s" }
+        state.withLock { $0.paused = true }
+        logger.info("run paused", [("cgroup", cgroup.path)])
+        return nil
+    }
+
+    public func resume() -> String? {
+        guard let cgroup = group.withLock({ $0 }) else { return "this run has no cgroup to thaw" }
+        guard cgroup.thaw() else { return "cannot thaw the cgroup \(cgroup.path)" }
+        state.withLock { $0.paused = false }
+        logger.info("run resumed", [("cgroup", cgroup.path)])
+        return nil
     }
 
     /// Blocks until the init exits; returns the program's wait status, or nil if the init was killed first.

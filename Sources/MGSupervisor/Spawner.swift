@@ -53,7 +53,7 @@ enum Spawner {
     /// With `network` other than host, the tree gets a network namespace; with `listenPort`, the proxy's
     /// socket is opened inside it, on 127.0.0.1, before the program starts.
     static func spawn(path: String, arguments: [String], environment: [String: String], network: NetworkMode = .host,
-                      listenPort: UInt16 = 0, seccomp: [UInt8]? = nil) throws(SpawnError) -> SpawnedTree {
+                      listenPort: UInt16 = 0, seccomp: [UInt8]? = nil, cgroupProcsFD: Int32 = -1) throws(SpawnError) -> SpawnedTree {
         let argv = CStringArray(arguments)
         let envp = CStringArray(environment.map { "\($0.key)=\($0.value)" }.sorted())
         defer {
@@ -68,6 +68,7 @@ enum Spawner {
                 var config = mg_spawn_config(path: pathPointer, argv: argv.pointer, envp: envp.pointer, directory: nil,
                                              new_user_namespace: hasSystemAdministration() ? 0 : 1,
                                              new_network_namespace: network == .host ? 0 : 1, listen_port: network == .proxyOnly ? listenPort : 0,
+                                             cgroup_procs_fd: cgroupProcsFD,
                                              seccomp_program: seccomp == nil ? nil : filter.baseAddress, seccomp_program_bytes: UInt32(filter.count))
                 return mg_spawn(&config, &result)
             }

@@ -12,6 +12,7 @@ struct mg_spawn_config {
     int new_user_namespace;                 // 1 when the caller lacks CAP_SYS_ADMIN
     int new_network_namespace;              // 1 for a network namespace with loopback only
     unsigned short listen_port;             // with a network namespace: listen on 127.0.0.1:port inside it, 0 for none
+    int cgroup_procs_fd;                    // an open cgroup.procs to move the init into before it starts the program, or -1
     const void *_Nullable seccomp_program;  // a BPF program (struct sock_filter[]) installed last, or NULL
     unsigned int seccomp_program_bytes;
 };

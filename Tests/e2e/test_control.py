@@ -1,0 +1,106 @@
+"""mg-run status, pause, resume and stop against a real run: the agent's CPU time stops while it is
+frozen, and a frozen tree can still be stopped at once."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+import uuid
+
+from conftest import MG_RUN
+
+BURN = "while True:\n    sum(range(10000))\n"
+
+
+def start_burning(tmp_path, task, *options):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text('rules:\n  - action: "llm:*"\n')
+    script = tmp_path / "burn.py"
+    script.write_text(BURN)
+    process = subprocess.Popen([MG_RUN, "--policy", str(policy), "--upstream", "simulate", "--task", task,
+                                "--summary", str(tmp_path / "summary.json"), *options, "--", sys.executable, str(script)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if task in control("status").stdout:
+            return process
+        time.sleep(0.1)
+    process.kill()
+    raise AssertionError("the run never showed in mg-run status")
+
+
+def control(*arguments):
+    return subprocess.run([MG_RUN, *arguments], capture_output=True, text=True, timeout=30)
+
+
+def cpu_ticks(run_id):
+    """User plus system ticks of the run's processes, read from the host through its cgroup."""
+    # A hybrid host mounts cgroup2 at /sys/fs/cgroup/unified, a pure v2 host at /sys/fs/cgroup.
+    root = "/sys/fs/cgroup/unified" if os.path.exists("/sys/fs/cgroup/unified/cgroup.procs") else "/sys/fs/cgroup"
+    with open(f"{root}/mg-run/{run_id}/cgroup.procs") as procs:
+        pids = procs.read().split()
+    total = 0
+    for pid in pids:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total
+
+
+def run_id_of(task):
+    line = next(line for line in control("status").stdout.splitlines() if task in line)
+    return line.split()[0]
+
+
+def test_pause_freezes_and_resume_thaws(tmp_path):
+    task = "burn-" + uuid.uuid4().hex[:8]
+    process = start_burning(tmp_path, task)
+    try:
+        run_id = run_id_of(task)
+        assert control("pause", task).stdout.strip() == f"{run_id}: paused"
+        assert f"{task}  default  paused" in control("status").stdout
+        before = cpu_ticks(run_id)
+        time.sleep(1)
+        assert cpu_ticks(run_id) == before
+        assert control("resume", run_id).stdout.strip() == f"{run_id}: running"
+        time.sleep(1)
+        assert cpu_ticks(run_id) > before
+        assert control("stop", task).returncode == 0
+        assert process.wait(timeout=15) == 125
+        summary = json.loads((tmp_path / "summary.json").read_text())
+        assert summary["stop_reason"] == "control:stop"
+    finally:
+        process.kill()
+
+
+def test_paused_tree_stops_at_once(tmp_path):
+    task = "frozen-" + uuid.uuid4().hex[:8]
+    process = start_burning(tmp_path, task, "--kill-grace", "0")
+    try:
+        assert control("pause", task).returncode == 0
+        started = time.monotonic()
+        assert control("stop", task).returncode == 0
+        assert process.wait(timeout=15) == 125
+        assert time.monotonic() - started < 2
+    finally:
+        process.kill()
+
+
+def test_control_socket_is_private(tmp_path):
+    task = "private-" + uuid.uuid4().hex[:8]
+    process = start_burning(tmp_path, task)
+    try:
+        run_id = run_id_of(task)
+        directory = "/run/mg-run" if os.geteuid() == 0 else os.path.join(os.environ.get("XDG_RUNTIME_DIR", ""), "mg-run")
+        assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+        assert stat.S_IMODE(os.stat(f"{directory}/{run_id}.sock").st_mode) == 0o600
+    finally:
+        control("stop", task)
+        process.wait(timeout=15)
+
+
+def test_unknown_run_is_an_error():
+    result = control("pause", "no-such-run")
+    assert result.returncode == 1
+    assert "no running mg-run has run id or task id 'no-such-run'; see mg-run status" in result.stderr
