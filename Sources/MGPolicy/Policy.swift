@@ -169,6 +169,8 @@ public enum LimitResponse: String, Sendable {
     case queue
     /// Stop the run.
     case kill
+    /// Freeze the agent until the window that refused the call reopens, or until `mg-run resume`.
+    case pause
 }
 
 /// The kind of limit a refusal came from, for `fallback_chain` entries' `when`.
@@ -277,6 +279,8 @@ public enum BudgetAction: Sendable, Equatable {
     case reduceRateLimitsBy(percent: Int)
     /// Stop the run.
     case kill
+    /// Freeze the agent until the next day starts (midnight UTC) or `mg-run resume`.
+    case pause
 }
 
 /// `budget`: a daily spend limit with warning and critical thresholds.

@@ -434,8 +434,7 @@ public enum PolicyLoader {
             case "pause_non_essential": actions.append(.pauseNonEssential)
             case "notify_ops": actions.append(.notifyOps)
             case "kill": actions.append(.kill)
-            default:
-                reader.fail(item, itemPath, "'pause' is not supported yet by this version of mg-run; use kill, pause_non_essential or notify_ops")
+            default: actions.append(.pause)
             }
         }
         return actions
@@ -448,11 +447,7 @@ public enum PolicyLoader {
         if let actionNode = keys["action"] {
             let all = ["deny", "graceful_conclude", "queue", "pause", "kill"]
             if let text = reader.choice(actionNode, path: "\(path).action", among: all) {
-                if let response = LimitResponse(rawValue: text) {
-                    result.action = response
-                } else {
-                    reader.fail(actionNode, "\(path).action", "'\(text)' is not supported yet by this version of mg-run; use deny, queue, graceful_conclude or kill")
-                }
+                result.action = LimitResponse(rawValue: text) ?? .deny
             }
         }
         if let messageNode = keys["message_to_agent"], let message = reader.string(messageNode, path: "\(path).message_to_agent") {

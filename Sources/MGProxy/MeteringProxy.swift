@@ -77,12 +77,17 @@ public final class MeteringProxy: HTTPHandler {
     /// When each limit last sent its notify messages.
     private let notified = Locked<[String: Date]>([:])
 
-    public init(configuration: ProxyConfiguration, governor: Governor, audit: AuditLog?, logger: Logger, onStop: @escaping @Sendable (String) -> Void) {
+    /// Freezes the agent for a number of seconds (nil: until resumed), for the `pause` actions.
+    let onPause: @Sendable (String, Double?) -> Void
+
+    public init(configuration: ProxyConfiguration, governor: Governor, audit: AuditLog?, logger: Logger, onStop: @escaping @Sendable (String) -> Void,
+                onPause: @escaping @Sendable (String, Double?) -> Void = { _, _ in }) {
         self.configuration = configuration
         self.governor = governor
         self.audit = audit
         self.logger = logger
         self.onStop = onStop
+        self.onPause = onPause
         self.redactor = Redactor(secrets: [configuration.token] + configuration.upstreams.values.compactMap(\.apiKey))
     }
 
@@ -269,6 +274,10 @@ public final class MeteringProxy: HTTPHandler {
             stop(stopReason, because: refusal.message)
         } else if configuration.onLimitExceeded.action == .kill, refusal.limitKind != nil {
             stop("on_limit_exceeded:kill", because: refusal.message)
+        } else if configuration.onLimitExceeded.action == .pause, refusal.limitKind != nil {
+            var seconds: Double?
+            if case .window(let wait) = refusal.kind { seconds = wait }
+            pause("on_limit_exceeded:pause", for: seconds)
         }
         return response
     }
@@ -354,6 +363,14 @@ public final class MeteringProxy: HTTPHandler {
             state.countedAfterGrace += 1
             return state.countedAfterGrace >= MeteringProxy.conclusionsBeforeStop
         }
+    }
+
+    /// Freezes the agent before the current response reaches it, for `seconds` or until resumed.
+    func pause(_ reason: String, for seconds: Double?) {
+        logger.warning("pausing the agent", [("reason", reason), ("seconds", seconds.map { String(format: "%.1f", $0) } ?? "until resumed")])
+        audit?.append(AuditRecord(action: "run:pause", model: nil, decision: "pause",
+                                  reason: "\(reason); \(seconds.map { "resumes in \(formatDuration($0))" } ?? "resumes with mg-run resume")"))
+        onPause(reason, seconds)
     }
 
     func stop(_ reason: String, because detail: String) {
@@ -463,6 +480,7 @@ public final class MeteringProxy: HTTPHandler {
             case .notifyOps: return "notify_ops"
             case .reduceRateLimitsBy(let percent): return "reduce_rate_limits_by \(percent)"
             case .kill: return "kill"
+            case .pause: return "pause"
             }
         }
         let detail = "daily budget in \(event.file) reached its \(event.level) threshold (\(event.percent)%, \(event.spent) USD spent today); actions: \(names.isEmpty ? "none" : names.joined(separator: ", "))"
@@ -476,6 +494,11 @@ public final class MeteringProxy: HTTPHandler {
         audit?.append(AuditRecord(action: "budget:\(event.level)", model: nil, decision: "alert", reason: detail))
         if event.actions.contains(.kill) {
             stop("budget:\(event.level)", because: detail)
+        } else if event.actions.contains(.pause) {
+            // Until the budget's day ends, when the day's spend starts again from zero.
+            let now = Date().timeIntervalSince1970
+            let midnight = ((now / 86_400).rounded(.down) + 1) * 86_400
+            pause("budget:\(event.level)", for: midnight - now)
         }
     }
 
@@ -616,4 +639,11 @@ func constantTimeEqual<A: Collection<UInt8>, B: Collection<UInt8>>(_ a: A, _ b: 
     var difference: UInt8 = 0
     for (left, right) in zip(a, b) { difference |= left ^ right }
     return difference == 0
+}
+
+/// Formats seconds for a message: "1.5s", "12m", "3h".
+func formatDuration(_ seconds: Double) -> String {
+    if seconds < 60 { return String(format: "%.1fs", seconds) }
+    if seconds < 3_600 { return "\(Int((seconds / 60).rounded(.up)))m" }
+    return "\(Int((seconds / 3_600).rounded(.up)))h"
 }

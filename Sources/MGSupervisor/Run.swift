@@ -143,9 +143,11 @@ public final class Run: Sendable {
         // Free unknown models need a layer that allows them and none that denies them.
         let unknownModel = layers.compactMap(\.unknownModelAllowFree)
         configuration.unknownModelsFree = unknownModel.contains(true) && !unknownModel.contains(false)
-        let proxy = MeteringProxy(configuration: configuration, governor: governor, audit: audit, logger: logger) { [self] reason in
+        let proxy = MeteringProxy(configuration: configuration, governor: governor, audit: audit, logger: logger, onStop: { [self] reason in
             self.stop(reason)
-        }
+        }, onPause: { [self] reason, seconds in
+            self.pauseFromPolicy(reason, for: seconds)
+        })
         // With proxy_only, the proxy listens inside the agent's network namespace, where the port is always free.
         let network = effectiveNetwork(parent: parent)
         var hostServer: HTTPServer?
@@ -298,6 +300,20 @@ public final class Run: Sendable {
         state.withLock { $0.paused = true }
         logger.info("run paused", [("cgroup", cgroup.path)])
         return nil
+    }
+
+    /// Freezes the tree for a policy action at once, so the agent gets the response that triggered it only
+    /// when it is thawed, after `seconds` unless it was resumed or stopped before.
+    func pauseFromPolicy(_ reason: String, for seconds: Double?) {
+        if let error = pause() {
+            logger.error("cannot pause the agent for the policy", [("reason", reason), ("error", error)])
+            return
+        }
+        guard let seconds else { return }
+        DispatchQueue.global().asyncAfter(deadline: .now() + seconds) { [self] in
+            guard self.state.withLock({ $0.paused }), self.stopReason.withLock({ $0 }) == nil else { return }
+            _ = self.resume()
+        }
     }
 
     public func resume() -> String? {

@@ -41,8 +41,8 @@ private func errors(_ yaml: String) -> [String] {
         #expect(try load("  action: kill")?.action == .kill)
     }
 
-    @Test func pauseIsNotSupportedYet() {
-        #expect(errors("  action: pause").first?.contains("'pause' is not supported yet") == true)
+    @Test func loadsPause() throws {
+        #expect(try load("  action: pause")?.action == .pause)
     }
 
     @Test func chainWithoutStrategyIsError() {

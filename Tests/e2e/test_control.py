@@ -104,3 +104,54 @@ def test_unknown_run_is_an_error():
     result = control("pause", "no-such-run")
     assert result.returncode == 1
     assert "no running mg-run has run id or task id 'no-such-run'; see mg-run status" in result.stderr
+
+
+PAUSE_AGENT = """
+import json, time, openai
+client = openai.OpenAI(max_retries=0)
+times = []
+for _ in range(3):
+    try:
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=5)
+        outcome = "answered"
+    except openai.RateLimitError:
+        outcome = "refused"
+    times.append([outcome, time.monotonic()])
+print(json.dumps(times))
+"""
+
+
+def test_limit_pause_freezes_until_window_reopens(tmp_path):
+    from conftest import run_mg
+    policy = 'rules:\n  - action: "llm:*"\n    rate_limit:\n      max_per_second: 1\non_limit_exceeded:\n  action: pause\n'
+    result = run_mg(tmp_path, policy, PAUSE_AGENT, "--upstream", "simulate")
+    assert result.returncode == 0, result.stderr
+    (first, at_first), (second, at_second), (third, at_third) = json.loads(result.stdout)
+    assert [first, second] == ["answered", "refused"]
+    # Frozen before it read the refusal, until the one-second window reopened.
+    assert at_second - at_first >= 0.5
+    assert third == "answered"
+    pauses = [line for line in result.audit if line["decision"] == "pause"]
+    assert len(pauses) == 1
+    assert "on_limit_exceeded:pause" in pauses[0]["reason"]
+
+
+def test_budget_pause_freezes_until_resumed(tmp_path):
+    task = "budget-" + uuid.uuid4().hex[:8]
+    policy = tmp_path / "policy.yaml"
+    policy.write_text('rules:\n  - action: "llm:*"\nbudget:\n  daily_limit_usd: 1.00\n  warning_threshold_percent: 0\n  on_warning: [pause]\n')
+    script = tmp_path / "agent.py"
+    script.write_text(PAUSE_AGENT)
+    process = subprocess.Popen([MG_RUN, "--policy", str(policy), "--upstream", "simulate", "--task", task, "--", sys.executable, str(script)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and f"{task}  default  paused" not in control("status").stdout:
+            time.sleep(0.1)
+        assert f"{task}  default  paused" in control("status").stdout
+        assert control("resume", task).returncode == 0
+        out, err = process.communicate(timeout=30)
+        assert process.returncode == 0, err
+        assert [outcome for outcome, _ in json.loads(out)] == ["answered", "answered", "answered"]
+    finally:
+        process.kill()
