@@ -18,7 +18,7 @@ final class ControlSocket: @unchecked Sendable {
         return base + "/mg-run"
     }
 
-    /// Listens on `<directory>/<runID>.sock` and answers each command with `handle` on a thread of its own.
+    /// Listens on `<directory>/<runID>.sock` and replies to each command with `handle`, on a thread of its own.
     init(runID: String, logger: Logger, handle: @escaping @Sendable (String) -> [String: Any]) throws(RunError) {
         let directory = ControlSocket.directory
         do {
@@ -61,7 +61,7 @@ final class ControlSocket: @unchecked Sendable {
         shutdown(fd, Int32(SHUT_RDWR))
     }
 
-    /// Sends one command to a control socket and returns the decoded reply, or nil when nothing answers.
+    /// Sends one command to a control socket and returns the decoded reply, or nil when no run replies.
     static func send(_ command: String, to path: String) -> [String: Any]? {
         let client = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard client >= 0 else { return nil }
