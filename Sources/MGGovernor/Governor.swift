@@ -419,6 +419,15 @@ public final class Governor: Sendable {
     }
 
     private func decide(_ call: CallDescriptor, now: Double, state: inout State) -> Decision {
+        // Outside a layer's allowed hours no call goes through, whatever on_violation then does to the agent.
+        for layer in layers {
+            guard let restrictions = layer.timeRestrictions, !restrictions.allows(now) else { continue }
+            let wait = restrictions.nextOpening(after: now).map { max(1, $0 - now) }
+            let message = restrictions.onViolation == .denyWithMessage && restrictions.message != nil
+                ? restrictions.message!
+                : "\(call.actions[0]) denied: outside the allowed hours of \(layer.file) (\(restrictions.description))"
+            return .refuse(Refusal(kind: wait.map { .window(retryAfterSeconds: $0) } ?? .forbidden, limit: "time_restrictions", message: message))
+        }
         var matched: [(key: RuleKey, rule: Rule)] = []
         let conditionEnvironment = hasConditions ? environment(call, now: now, state: state) : nil
         // A rule applies when its glob matches one of the call's names and all its conditions hold.

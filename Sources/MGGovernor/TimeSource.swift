@@ -26,3 +26,14 @@ public final class ManualTimeSource: TimeSource {
         current.withLock { $0 += seconds }
     }
 }
+
+/// The system clock shifted by a fixed offset, so tests can place a run at any time of day.
+public struct OffsetTimeSource: TimeSource {
+    public let offset: Double
+
+    public init(offset: Double) {
+        self.offset = offset
+    }
+
+    public func now() -> Double { Date().timeIntervalSince1970 + offset }
+}

@@ -318,6 +318,8 @@ public struct Policy: Sendable {
     /// `prices:` entries by model glob, overriding the price table.
     public var priceOverrides: [(glob: String, price: ModelPrice)] = []
     public var optimization: Optimization?
+    /// `time_restrictions`: when the agent may work.
+    public var timeRestrictions: TimeRestrictions?
     /// `scaling` tiers, shown by `check --explain` and not enforced: name, agents, daily budget, per-agent limit, dedicated support.
     public var scaling: [(name: String, agents: Int?, dailyBudget: USD?, perAgentLimit: USD?, dedicatedSupport: Bool?)] = []
     /// `upstreams:` by provider name (`openai`, `anthropic`): where to forward, and the variable holding the key.

@@ -6,9 +6,9 @@ import Foundation
 public enum PolicyLoader {
     static let metadataKeys = ["name", "version", "description", "owner", "approved_by", "last_updated", "rationale", "changelog"]
     static let supportedTopLevel = metadataKeys + ["rules", "on_limit_exceeded", "default_effect", "global_rate_limit", "rate_limit", "prices", "unknown_model", "budget",
-                                                   "agent_match", "optimization", "upstreams", "scaling"]
+                                                   "agent_match", "optimization", "upstreams", "scaling", "time_restrictions"]
     static let notSupportedTopLevel = [
-        "time_restrictions", "approval_required",
+        "approval_required",
         "anomaly_detection", "circuit_breaker", "emergency_stop", "cost_tracking",
         "run",
     ]
@@ -189,10 +189,64 @@ public enum PolicyLoader {
                 reader.fail(node, "scaling", "expected a mapping of tier names to {agents, daily_budget, per_agent_limit, dedicated_support}, got \(node.kindName)")
             }
         }
+        if let node = top["time_restrictions"] {
+            policy.timeRestrictions = readTimeRestrictions(node, reader: &reader)
+        }
         if let node = top["optimization"] {
             policy.optimization = readOptimization(node, namedLists: policy.namedLists, reader: &reader)
         }
         return policy
+    }
+
+    static func readTimeRestrictions(_ node: YAMLNode, reader: inout SchemaReader) -> TimeRestrictions? {
+        let path = "time_restrictions"
+        guard let keys = reader.mapping(node, path: path, supported: ["allowed_hours", "allowed_days", "timezone", "on_violation", "violation_message"]) else {
+            return nil
+        }
+        var restrictions = TimeRestrictions(startHour: 0, endHour: 0)
+        var valid = true
+        if let hoursNode = keys["allowed_hours"], let hours = reader.mapping(hoursNode, path: "\(path).allowed_hours", supported: ["start", "end"]) {
+            for (key, field) in [("start", \TimeRestrictions.startHour), ("end", \TimeRestrictions.endHour)] {
+                guard let valueNode = hours[key] else {
+                    reader.fail(hoursNode, "\(path).allowed_hours", "missing key '\(key)'; write allowed_hours: {start: 9, end: 17}")
+                    valid = false
+                    continue
+                }
+                guard let hour = reader.count(valueNode, path: "\(path).allowed_hours.\(key)") else { valid = false; continue }
+                if hour > 24 {
+                    reader.fail(valueNode, "\(path).allowed_hours.\(key)", "must be an hour from 0 to 24, got \(hour)")
+                    valid = false
+                }
+                restrictions[keyPath: field] = hour % 24
+            }
+        } else if keys["allowed_hours"] == nil {
+            reader.fail(node, path, "missing key 'allowed_hours'; write allowed_hours: {start: 9, end: 17}")
+            valid = false
+        }
+        if let daysNode = keys["allowed_days"], let items = reader.sequence(daysNode, path: "\(path).allowed_days") {
+            var days = Set<Int>()
+            for (index, item) in items.enumerated() {
+                if let name = reader.choice(item, path: "\(path).allowed_days[\(index)]", among: TimeRestrictions.dayNames) {
+                    days.insert(TimeRestrictions.dayNames.firstIndex(of: name)! + 1)
+                }
+            }
+            restrictions.days = days
+        }
+        if let zoneNode = keys["timezone"], let name = reader.string(zoneNode, path: "\(path).timezone") {
+            if let zone = TimeZone(identifier: name) {
+                restrictions.timeZone = zone
+            } else {
+                reader.fail(zoneNode, "\(path).timezone", "unknown time zone '\(name)'; use an IANA name such as Europe/Berlin or UTC")
+            }
+        }
+        if let violationNode = keys["on_violation"],
+           let name = reader.choice(violationNode, path: "\(path).on_violation", among: TimeRestrictions.Violation.allCases.map(\.rawValue)) {
+            restrictions.onViolation = TimeRestrictions.Violation(rawValue: name) ?? .deny
+        }
+        if let messageNode = keys["violation_message"] {
+            restrictions.message = reader.string(messageNode, path: "\(path).violation_message")
+        }
+        return valid ? restrictions : nil
     }
 
     static func readOptimization(_ node: YAMLNode, namedLists: [String: ExpressionValue], reader: inout SchemaReader) -> Optimization? {

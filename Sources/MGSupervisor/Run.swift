@@ -119,7 +119,8 @@ public final class Run: Sendable {
         // A start that fails from here on still ends the run's row, so the next run does not take it for a crash.
         var spawned = false
         defer { if !spawned { ledger.finish(reason: "failed to start", chargeReserved: false) } }
-        let governor = Governor(layers: layers, ledger: ledger, identity: options.identity, taskID: taskID)
+        let clock = Run.clock()
+        let governor = Governor(layers: layers, time: clock, ledger: ledger, identity: options.identity, taskID: taskID)
         var audit: AuditLog?
         if let path = options.auditPath {
             do {
@@ -220,6 +221,9 @@ public final class Run: Sendable {
             logger.warning("no control socket for this run; mg-run status will not list it", [("error", error.description)])
         }
         defer { control?.close() }
+        let watching = Locked(true)
+        defer { watching.withLock { $0 = false } }
+        watchTimeRestrictions(layers, clock: clock, while: watching)
 
         let signalSources = installSignalHandlers()
         if let limit = options.maxDurationSeconds {
@@ -300,6 +304,46 @@ public final class Run: Sendable {
         state.withLock { $0.paused = true }
         logger.info("run paused", [("cgroup", cgroup.path)])
         return nil
+    }
+
+    /// mg-run's clock: the system clock, shifted by MG_RUN_CLOCK_OFFSET_SECONDS when tests set it.
+    static func clock() -> any TimeSource {
+        if let text = ProcessInfo.processInfo.environment["MG_RUN_CLOCK_OFFSET_SECONDS"], let offset = Double(text) {
+            return OffsetTimeSource(offset: offset)
+        }
+        return SystemTimeSource()
+    }
+
+    /// Checks the layers' time_restrictions four times a second: outside the allowed hours, `pause` freezes the
+    /// agent until they open and `kill` stops the run. deny and deny_with_message refuse calls in the governor.
+    private func watchTimeRestrictions(_ layers: [Policy], clock: any TimeSource, while watching: Locked<Bool>) {
+        let restrictions = layers.compactMap(\.timeRestrictions).filter { $0.onViolation == .pause || $0.onViolation == .kill }
+        guard !restrictions.isEmpty else { return }
+        let thread = Thread { [self] in
+            var pausedByWindow = false
+            while watching.withLock({ $0 }) {
+                let now = clock.now()
+                let closed = restrictions.filter { !$0.allows(now) }
+                if let closing = closed.first(where: { $0.onViolation == .kill }) {
+                    logger.warning("outside the allowed hours; stopping the run", [("window", closing.description)])
+                    stop("time_restrictions")
+                    return
+                }
+                if !closed.isEmpty && !pausedByWindow {
+                    let opens = closed.compactMap { $0.nextOpening(after: now) }.max()
+                    logger.info("outside the allowed hours; pausing the agent", [("window", closed[0].description),
+                                                                                  ("opens_in_s", opens.map { String(Int($0 - now)) } ?? "never")])
+                    pausedByWindow = pause() == nil
+                } else if closed.isEmpty && pausedByWindow {
+                    logger.info("the allowed hours began; resuming the agent")
+                    _ = resume()
+                    pausedByWindow = false
+                }
+                usleep(250_000)
+            }
+        }
+        thread.name = "mg-run time restrictions"
+        thread.start()
     }
 
     /// Freezes the tree for a policy action at once, so the agent gets the response that triggered it only

@@ -319,3 +319,23 @@ private func governor(_ yaml: String, time: ManualTimeSource = ManualTimeSource(
         #expect(subject.admit(spawn(depth: 1)).admission != nil)
     }
 }
+
+@Suite struct TimeRestrictionGovernorTests {
+    @Test func callsOutsideHoursAreRefusedUntilOpening() throws {
+        // 08:00 UTC on a Friday; the window opens at 09:00.
+        let time = ManualTimeSource(start: 1_800_000_000)
+        let subject = try governor("""
+            time_restrictions:
+              allowed_hours: {start: 9, end: 17}
+              on_violation: deny_with_message
+              violation_message: "Working hours are 9 to 17 UTC."
+            rules:
+              - action: "llm:*"
+            """, time: time)
+        let refusal = subject.admit(call()).refusal
+        #expect(refusal?.kind == .window(retryAfterSeconds: 3_600))
+        #expect(refusal?.message == "Working hours are 9 to 17 UTC.")
+        time.advance(by: 3_600)
+        #expect(subject.admit(call()).admission != nil)
+    }
+}

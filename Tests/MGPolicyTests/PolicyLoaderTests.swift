@@ -220,8 +220,8 @@ private func errors(of text: String, file: String = "policy.yaml") -> [String] {
 
     @Test func notYetSupportedKeysAreRejected() {
         let found = errors(of: """
-            time_restrictions:
-              allowed_hours: {start: 9, end: 17}
+            cost_tracking:
+              track_by: [agent_id]
             rules:
               - action: "llm:*"
             approval_required: []
@@ -231,7 +231,7 @@ private func errors(of text: String, file: String = "policy.yaml") -> [String] {
               max_duration: 1h
             """)
         #expect(found.count == 4)
-        #expect(found[0].hasPrefix("policy.yaml:1:1: time_restrictions: is not supported yet by this version of mg-run"))
+        #expect(found[0].hasPrefix("policy.yaml:1:1: cost_tracking: is not supported yet by this version of mg-run"))
         #expect(found[1].hasPrefix("policy.yaml:5:1: approval_required: is not supported yet"))
         #expect(found[2].hasPrefix("policy.yaml:6:1: circuit_breaker: is not supported yet"))
         #expect(found[3].hasPrefix("policy.yaml:8:1: run: is not supported yet"))

@@ -293,7 +293,7 @@ def test_check_reports_all_errors(tmp_path):
     good = tmp_path / "good.yaml"
     good.write_text("rules: [{action: 'llm:*'}]\n")
     bad = tmp_path / "bad.yaml"
-    bad.write_text("rules:\n  - action: 'llm:*'\n    effect: alow\n    rate_limit: {max_per_hour: -3}\ntime_restrictions: {}\n")
+    bad.write_text("rules:\n  - action: 'llm:*'\n    effect: alow\n    rate_limit: {max_per_hour: -3}\ncost_tracking: {}\n")
     result = subprocess.run([MG_RUN, "check", str(good), str(bad)], capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stdout == f"{good}: valid, 1 rule\n"
@@ -301,7 +301,7 @@ def test_check_reports_all_errors(tmp_path):
     assert len(errors) == 3
     assert errors[0].startswith(f"{bad}:3:13: rules[0].effect: invalid value 'alow'")
     assert errors[1] == f"{bad}:4:32: rules[0].rate_limit.max_per_hour: must not be negative, got -3"
-    assert errors[2].startswith(f"{bad}:5:1: time_restrictions: is not supported yet")
+    assert errors[2].startswith(f"{bad}:5:1: cost_tracking: is not supported yet")
 
 
 def test_readme_policy_example_is_valid(tmp_path):

@@ -1,0 +1,63 @@
+import Foundation
+import Testing
+@testable import MGPolicy
+
+/// 1_800_000_000 is Friday 2027-01-15 08:00:00 UTC.
+private let friday8 = 1_800_000_000.0
+
+private func restrictions(_ yaml: String) throws -> TimeRestrictions {
+    try #require(try PolicyLoader.parse(text: "time_restrictions:\n" + yaml + "\nrules: [{action: x}]\n", file: "t.yaml").timeRestrictions)
+}
+
+@Suite struct TimeRestrictionsTests {
+    @Test func officeHours() throws {
+        let window = try restrictions("  allowed_hours: {start: 9, end: 17}\n  allowed_days: [mon, tue, wed, thu, fri]")
+        #expect(!window.allows(friday8))
+        #expect(window.allows(friday8 + 3_600))
+        #expect(window.allows(friday8 + 9 * 3_600 - 1))
+        #expect(!window.allows(friday8 + 9 * 3_600))
+        // Saturday 10:00 is outside the days.
+        #expect(!window.allows(friday8 + 26 * 3_600))
+    }
+
+    @Test func wrapsPastMidnight() throws {
+        let window = try restrictions("  allowed_hours: {start: 22, end: 6}\n  allowed_days: [fri]")
+        // Friday 23:00 and Saturday 05:00 belong to Friday's window; Friday 05:00 belongs to Thursday's.
+        #expect(window.allows(friday8 + 15 * 3_600))
+        #expect(window.allows(friday8 + 21 * 3_600))
+        #expect(!window.allows(friday8 - 3 * 3_600))
+        #expect(!window.allows(friday8 + 3_600))
+    }
+
+    @Test func timeZoneShiftsHours() throws {
+        // 08:00 UTC is 17:00 in Tokyo.
+        let window = try restrictions("  allowed_hours: {start: 9, end: 17}\n  timezone: Asia/Tokyo")
+        #expect(!window.allows(friday8))
+        #expect(window.allows(friday8 - 3_600))
+    }
+
+    @Test func nextOpeningAndClosing() throws {
+        let window = try restrictions("  allowed_hours: {start: 9, end: 17}")
+        #expect(window.nextOpening(after: friday8 + 1_800) == friday8 + 3_600)
+        #expect(window.nextClosing(after: friday8 + 3_600) == friday8 + 9 * 3_600)
+    }
+
+    @Test func loadsViolationAndMessage() throws {
+        let window = try restrictions("  allowed_hours: {start: 9, end: 17}\n  on_violation: deny_with_message\n  violation_message: come back at nine")
+        #expect(window.onViolation == .denyWithMessage)
+        #expect(window.message == "come back at nine")
+    }
+
+    @Test func errorsNameTheFix() {
+        do {
+            _ = try PolicyLoader.parse(text: "time_restrictions:\n  allowed_hours: {start: 9, end: 25}\n  timezone: Mars/Olympus\n  allowed_days: [monday]\n", file: "t.yaml")
+            Issue.record("expected errors")
+        } catch {
+            let found = error.errors.map(\.description)
+            #expect(found.count == 3)
+            #expect(found[0].contains("must be an hour from 0 to 24, got 25"))
+            #expect(found[1].contains("unknown time zone 'Mars/Olympus'"))
+            #expect(found[2].contains("invalid value 'monday'"))
+        }
+    }
+}
