@@ -20,6 +20,7 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -116,6 +117,13 @@ static void exec_program(const struct init_arguments *arguments) {
         _exit(127);
     }
     close_descriptors_from(3, arguments->error_write);
+    for (int index = 0; index < config->rlimit_count; index++) {
+        struct rlimit limit = {.rlim_cur = config->rlimit_values[index], .rlim_max = config->rlimit_values[index]};
+        if (setrlimit(config->rlimit_resources[index], &limit) != 0) {
+            report_error(arguments->error_write, MG_SPAWN_STAGE_RLIMITS, errno);
+            _exit(127);
+        }
+    }
     if (drop_capabilities() != 0) {
         report_error(arguments->error_write, MG_SPAWN_STAGE_CAPABILITIES, errno);
         _exit(127);

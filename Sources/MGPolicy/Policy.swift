@@ -232,6 +232,18 @@ public struct ModelFallback: Sendable {
     }
 }
 
+/// `run`: how long the agent may run and the limits of its sandbox.
+public struct RunSettings: Sendable {
+    public var maxDurationSeconds: Double?
+    public var killGraceSeconds: Double?
+    /// `sandbox.network`: proxy_only, none or host.
+    public var network: String?
+    /// `sandbox.rlimits`, by key: cpu_seconds, memory_mb, processes, open_files, file_size_mb.
+    public var rlimits: [String: Int] = [:]
+
+    public init() {}
+}
+
 /// `optimization`: cheaper models and shorter contexts.
 public struct Optimization: Sendable {
     public var modelFallbacks: [ModelFallback] = []
@@ -318,6 +330,8 @@ public struct Policy: Sendable {
     /// `prices:` entries by model glob, overriding the price table.
     public var priceOverrides: [(glob: String, price: ModelPrice)] = []
     public var optimization: Optimization?
+    /// `run`: supervisor settings, of which mg-run enforces these so far.
+    public var run: RunSettings?
     /// `time_restrictions`: when the agent may work.
     public var timeRestrictions: TimeRestrictions?
     /// `scaling` tiers, shown by `check --explain` and not enforced: name, agents, daily budget, per-agent limit, dedicated support.

@@ -6,11 +6,10 @@ import Foundation
 public enum PolicyLoader {
     static let metadataKeys = ["name", "version", "description", "owner", "approved_by", "last_updated", "rationale", "changelog"]
     static let supportedTopLevel = metadataKeys + ["rules", "on_limit_exceeded", "default_effect", "global_rate_limit", "rate_limit", "prices", "unknown_model", "budget",
-                                                   "agent_match", "optimization", "upstreams", "scaling", "time_restrictions"]
+                                                   "agent_match", "optimization", "upstreams", "scaling", "time_restrictions", "run"]
     static let notSupportedTopLevel = [
         "approval_required",
         "anomaly_detection", "circuit_breaker", "emergency_stop", "cost_tracking",
-        "run",
     ]
     static let supportedRuleKeys = ["action", "effect", "rate_limit", "cost_ceiling", "behavioral_limits", "essential", "name", "description", "requires",
                                      "conditions", "audit"]
@@ -189,6 +188,9 @@ public enum PolicyLoader {
                 reader.fail(node, "scaling", "expected a mapping of tier names to {agents, daily_budget, per_agent_limit, dedicated_support}, got \(node.kindName)")
             }
         }
+        if let node = top["run"] {
+            policy.run = readRunSettings(node, reader: &reader)
+        }
         if let node = top["time_restrictions"] {
             policy.timeRestrictions = readTimeRestrictions(node, reader: &reader)
         }
@@ -196,6 +198,42 @@ public enum PolicyLoader {
             policy.optimization = readOptimization(node, namedLists: policy.namedLists, reader: &reader)
         }
         return policy
+    }
+
+    static func readRunSettings(_ node: YAMLNode, reader: inout SchemaReader) -> RunSettings? {
+        guard let keys = reader.mapping(node, path: "run", supported: ["max_duration", "kill_grace_seconds", "sandbox"],
+                                        notSupportedYet: ["on_trip", "code_execute"]) else { return nil }
+        var settings = RunSettings()
+        if let durationNode = keys["max_duration"], let text = reader.string(durationNode, path: "run.max_duration") {
+            if let unit = text.last, let amount = Double(text.dropLast()), amount > 0, let factor = ["s": 1.0, "m": 60, "h": 3_600][String(unit)] {
+                settings.maxDurationSeconds = amount * factor
+            } else {
+                reader.fail(durationNode, "run.max_duration", "invalid duration '\(text)'; use a number with a unit: 90s, 30m or 8h")
+            }
+        }
+        if let graceNode = keys["kill_grace_seconds"], let seconds = reader.count(graceNode, path: "run.kill_grace_seconds") {
+            settings.killGraceSeconds = Double(min(seconds, 3_600))
+        }
+        if let sandboxNode = keys["sandbox"],
+           let sandbox = reader.mapping(sandboxNode, path: "run.sandbox", supported: ["network", "rlimits"], notSupportedYet: ["profile", "writable"]) {
+            if let networkNode = sandbox["network"] {
+                settings.network = reader.choice(networkNode, path: "run.sandbox.network", among: ["proxy_only", "none", "host"])
+            }
+            let limitKeys = ["cpu_seconds", "memory_mb", "open_files", "file_size_mb"]
+            // RLIMIT_NPROC counts every process of the user on the host, so it waits for the cgroup pids controller.
+            if let limitsNode = sandbox["rlimits"],
+               let limits = reader.mapping(limitsNode, path: "run.sandbox.rlimits", supported: limitKeys, notSupportedYet: ["processes"]) {
+                for key in limitKeys {
+                    guard let valueNode = limits[key], let value = reader.count(valueNode, path: "run.sandbox.rlimits.\(key)") else { continue }
+                    if value == 0 {
+                        reader.fail(valueNode, "run.sandbox.rlimits.\(key)", "must be at least 1; remove the key for no limit")
+                    } else {
+                        settings.rlimits[key] = value
+                    }
+                }
+            }
+        }
+        return settings
     }
 
     static func readTimeRestrictions(_ node: YAMLNode, reader: inout SchemaReader) -> TimeRestrictions? {

@@ -72,6 +72,8 @@ public final class Run: Sendable {
     private let tree = Mutex<pid_t>(0)
     /// The tree's cgroup, for pause and resume; nil where cgroup2 is missing or not writable, as in a sub-agent.
     private let group = Mutex<ControlGroup?>(nil)
+    /// The grace period between SIGTERM and SIGKILL: the shortest of --kill-grace and the layers' run.kill_grace_seconds.
+    private let grace = Mutex<Double>(5)
     /// When the run started, and whether it is paused, for `mg-run status`.
     private let state = Mutex<(started: Date, paused: Bool)>((Date(), false))
 
@@ -150,7 +152,8 @@ public final class Run: Sendable {
             self.pauseFromPolicy(reason, for: seconds)
         })
         // With proxy_only, the proxy listens inside the agent's network namespace, where the port is always free.
-        let network = effectiveNetwork(parent: parent)
+        let network = effectiveNetwork(parent: parent, layerNetworks: layers.compactMap { $0.run?.network })
+        grace.withLock { $0 = ([options.killGraceSeconds] + layers.compactMap { $0.run?.killGraceSeconds }).min() ?? options.killGraceSeconds }
         var hostServer: HTTPServer?
         if network != .proxyOnly {
             do {
@@ -178,7 +181,7 @@ public final class Run: Sendable {
             let procs = cgroup?.openProcs() ?? -1
             defer { if procs >= 0 { close(procs) } }
             tree = try Spawner.spawn(path: path, arguments: options.command, environment: environment, network: network,
-                                     listenPort: Run.sandboxProxyPort, seccomp: seccomp, cgroupProcsFD: procs)
+                                     listenPort: Run.sandboxProxyPort, seccomp: seccomp, cgroupProcsFD: procs, limits: Run.resourceLimits(layers))
         } catch {
             hostServer?.stop()
             simulator?.stop()
@@ -226,7 +229,7 @@ public final class Run: Sendable {
         watchTimeRestrictions(layers, clock: clock, while: watching)
 
         let signalSources = installSignalHandlers()
-        if let limit = options.maxDurationSeconds {
+        if let limit = ([options.maxDurationSeconds] + layers.map { $0.run?.maxDurationSeconds }).compactMap({ $0 }).min() {
             DispatchQueue.global().asyncAfter(deadline: .now() + limit) { [self] in self.stop("max_duration") }
         }
 
@@ -277,7 +280,8 @@ public final class Run: Sendable {
             return true
         }
         guard first else { return }
-        logger.info("stop decided", [("reason", reason), ("grace_s", String(options.killGraceSeconds))])
+        let graceSeconds = grace.withLock { $0 }
+        logger.info("stop decided", [("reason", reason), ("grace_s", String(graceSeconds))])
         // Signals are sent under the lock, and the init is reaped only after the lock
         // has cleared its pid, so a signal never reaches a recycled pid.
         tree.withLock { pid in
@@ -285,7 +289,7 @@ public final class Run: Sendable {
         }
         // A frozen tree cannot handle SIGTERM, so it is thawed to use its grace period.
         _ = group.withLock { $0?.thaw() }
-        DispatchQueue.global().asyncAfter(deadline: .now() + options.killGraceSeconds) { [self] in
+        DispatchQueue.global().asyncAfter(deadline: .now() + graceSeconds) { [self] in
             self.tree.withLock { pid in
                 guard pid > 0 else { return }
                 self.logger.info("grace period over; killing the process tree", [("pid", String(pid))])
@@ -304,6 +308,17 @@ public final class Run: Sendable {
         state.withLock { $0.paused = true }
         logger.info("run paused", [("cgroup", cgroup.path)])
         return nil
+    }
+
+    /// Returns the layers' run.sandbox.rlimits as setrlimit arguments, the lowest value of each.
+    static func resourceLimits(_ layers: [Policy]) -> [(resource: Int32, value: UInt64)] {
+        let resources: [(key: String, resource: Int32, scale: UInt64)] = [
+            ("cpu_seconds", Int32(RLIMIT_CPU.rawValue), 1), ("memory_mb", Int32(RLIMIT_AS.rawValue), 1 << 20),
+            ("open_files", Int32(RLIMIT_NOFILE.rawValue), 1), ("file_size_mb", Int32(RLIMIT_FSIZE.rawValue), 1 << 20),
+        ]
+        return resources.compactMap { key, resource, scale in
+            layers.compactMap { $0.run?.rlimits[key] }.min().map { (resource, UInt64($0) * scale) }
+        }
     }
 
     /// mg-run's clock: the system clock, shifted by MG_RUN_CLOCK_OFFSET_SECONDS when tests set it.
@@ -465,8 +480,11 @@ public final class Run: Sendable {
 
     /// Returns the network mode the tree gets. A sub-agent stays in its parent's network namespace, which
     /// already lets it reach only proxies, because it may not create one of its own from its user namespace.
-    private func effectiveNetwork(parent: ParentRun?) -> NetworkMode {
-        let asked = options.network ?? .proxyOnly
+    private func effectiveNetwork(parent: ParentRun?, layerNetworks: [String]) -> NetworkMode {
+        // The most restrictive of --network and the layers' run.sandbox.network: none, then proxy_only, then host.
+        let order: [NetworkMode] = [.none, .proxyOnly, .host]
+        let fromLayers = layerNetworks.compactMap(NetworkMode.init(rawValue:)).min { order.firstIndex(of: $0)! < order.firstIndex(of: $1)! }
+        let asked = options.network ?? fromLayers ?? .proxyOnly
         if asked == .host {
             logger.warning("network host: the agent can reach the network directly, so its calls can go around the meter")
         }

@@ -53,7 +53,8 @@ enum Spawner {
     /// With `network` other than host, the tree gets a network namespace; with `listenPort`, the proxy's
     /// socket is opened inside it, on 127.0.0.1, before the program starts.
     static func spawn(path: String, arguments: [String], environment: [String: String], network: NetworkMode = .host,
-                      listenPort: UInt16 = 0, seccomp: [UInt8]? = nil, cgroupProcsFD: Int32 = -1) throws(SpawnError) -> SpawnedTree {
+                      listenPort: UInt16 = 0, seccomp: [UInt8]? = nil, cgroupProcsFD: Int32 = -1,
+                      limits: [(resource: Int32, value: UInt64)] = []) throws(SpawnError) -> SpawnedTree {
         let argv = CStringArray(arguments)
         let envp = CStringArray(environment.map { "\($0.key)=\($0.value)" }.sorted())
         defer {
@@ -63,15 +64,19 @@ enum Spawner {
 
         var result = mg_spawn_result()
         let program = seccomp ?? []
+        let resources = limits.map(\.resource)
+        let values = limits.map { CUnsignedLongLong($0.value) }
         let error: Int32 = path.withCString { pathPointer in
-            program.withUnsafeBytes { filter in
+            program.withUnsafeBytes { filter in resources.withUnsafeBufferPointer { resourcePointer in values.withUnsafeBufferPointer { valuePointer in
                 var config = mg_spawn_config(path: pathPointer, argv: argv.pointer, envp: envp.pointer, directory: nil,
                                              new_user_namespace: hasSystemAdministration() ? 0 : 1,
                                              new_network_namespace: network == .host ? 0 : 1, listen_port: network == .proxyOnly ? listenPort : 0,
                                              cgroup_procs_fd: cgroupProcsFD,
+                                             rlimit_resources: resourcePointer.baseAddress, rlimit_values: valuePointer.baseAddress,
+                                             rlimit_count: Int32(limits.count),
                                              seccomp_program: seccomp == nil ? nil : filter.baseAddress, seccomp_program_bytes: UInt32(filter.count))
                 return mg_spawn(&config, &result)
-            }
+            } } }
         }
         if error != 0 {
             throw SpawnError(description: "cannot start the process tree: clone with a new PID namespace failed: \(String(cString: strerror(error))); mg-run needs root or unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1)", exitStatus: 70)
@@ -90,6 +95,8 @@ enum Spawner {
             case Int32(MG_SPAWN_STAGE_EXEC):
                 let code: Int32 = report.1 == ENOENT ? 127 : 126
                 throw SpawnError(description: "cannot execute \(path): \(reason)", exitStatus: code)
+            case Int32(MG_SPAWN_STAGE_RLIMITS):
+                throw SpawnError(description: "cannot set run.sandbox.rlimits before running \(path): \(reason)", exitStatus: 70)
             case Int32(MG_SPAWN_STAGE_SECCOMP):
                 throw SpawnError(description: "cannot install the seccomp filter before running \(path): \(reason)", exitStatus: 70)
             case Int32(MG_SPAWN_STAGE_READ_ONLY):

@@ -61,3 +61,35 @@ private func restrictions(_ yaml: String) throws -> TimeRestrictions {
         }
     }
 }
+
+@Suite struct RunSettingsLoadingTests {
+    @Test func loadsEnforcedKeys() throws {
+        let policy = try PolicyLoader.parse(text: """
+            run:
+              max_duration: 30m
+              kill_grace_seconds: 2
+              sandbox:
+                network: none
+                rlimits: {cpu_seconds: 60, memory_mb: 512, open_files: 256, file_size_mb: 10}
+            rules: [{action: x}]
+            """, file: "r.yaml")
+        #expect(policy.run?.maxDurationSeconds == 1_800)
+        #expect(policy.run?.killGraceSeconds == 2)
+        #expect(policy.run?.network == "none")
+        #expect(policy.run?.rlimits == ["cpu_seconds": 60, "memory_mb": 512, "open_files": 256, "file_size_mb": 10])
+    }
+
+    @Test func unenforcedKeysAreNotSupportedYet() {
+        do {
+            _ = try PolicyLoader.parse(text: "run:\n  on_trip: pause\n  max_duration: 5x\n  sandbox: {profile: strict, rlimits: {processes: 10}}\n", file: "r.yaml")
+            Issue.record("expected errors")
+        } catch {
+            let found = error.errors.map(\.description)
+            #expect(found.count == 4)
+            #expect(found.contains { $0.contains("run.on_trip: is not supported yet") })
+            #expect(found.contains { $0.contains("invalid duration '5x'") })
+            #expect(found.contains { $0.contains("run.sandbox.profile: is not supported yet") })
+            #expect(found.contains { $0.contains("run.sandbox.rlimits.processes: is not supported yet") })
+        }
+    }
+}

@@ -122,3 +122,43 @@ def test_invalid_network_names_choices(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert "invalid --network 'open'; use proxy_only (default), none or host" in result.stderr
+
+
+LIMITED = r"""
+import json, resource
+opened = []
+try:
+    for _ in range(100):
+        opened.append(open("/dev/null"))
+except OSError:
+    pass
+try:
+    block = bytearray(200 * 1024 * 1024)
+    allocated = True
+except MemoryError:
+    allocated = False
+print(json.dumps({"opened": len(opened), "allocated": allocated, "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0]}))
+"""
+
+
+def test_run_section_sets_rlimits_and_network(tmp_path):
+    policy = 'run:\n  sandbox:\n    network: none\n    rlimits: {open_files: 32, memory_mb: 150}\nrules:\n  - action: "llm:*"\n'
+    (tmp_path / "policy.yaml").write_text(policy)
+    script = tmp_path / "limited.py"
+    script.write_text(LIMITED)
+    completed = subprocess.run([MG_RUN, "--policy", str(tmp_path / "policy.yaml"), "--upstream", "simulate", "--", sys.executable, str(script)],
+                               capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 0, completed.stderr
+    seen = json.loads(completed.stdout)
+    assert seen["nofile"] == 32
+    assert seen["opened"] < 32
+    assert seen["allocated"] is False
+    assert "network=none" in completed.stderr
+
+
+def test_run_max_duration_stops_the_run(tmp_path):
+    policy = 'run:\n  max_duration: 1s\n  kill_grace_seconds: 1\nrules:\n  - action: "llm:*"\n'
+    (tmp_path / "policy.yaml").write_text(policy)
+    completed = subprocess.run([MG_RUN, "--policy", str(tmp_path / "policy.yaml"), "--upstream", "simulate", "--", "sleep", "30"],
+                               capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 124

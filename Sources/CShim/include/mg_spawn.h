@@ -13,6 +13,9 @@ struct mg_spawn_config {
     int new_network_namespace;              // 1 for a network namespace with loopback only
     unsigned short listen_port;             // with a network namespace: listen on 127.0.0.1:port inside it, 0 for none
     int cgroup_procs_fd;                    // an open cgroup.procs to move the init into before it starts the program, or -1
+    const int *_Nullable rlimit_resources;  // RLIMIT_* values set on the program before exec, soft and hard alike
+    const unsigned long long *_Nullable rlimit_values;
+    int rlimit_count;
     const void *_Nullable seccomp_program;  // a BPF program (struct sock_filter[]) installed last, or NULL
     unsigned int seccomp_program_bytes;
 };
@@ -33,6 +36,7 @@ enum {
     MG_SPAWN_STAGE_CAPABILITIES = 5,
     MG_SPAWN_STAGE_READ_ONLY = 6,
     MG_SPAWN_STAGE_SECCOMP = 7,
+    MG_SPAWN_STAGE_RLIMITS = 8,
 };
 
 // Starts a small init in new PID and mount namespaces (and a user namespace if
