@@ -169,6 +169,8 @@ struct DecisionEnvironment: ExpressionEnvironment {
     /// Other runs' spend of this agent today, from the ledger, in dollars.
     let sharedCostToday: Double
     let averageTaskCost: Double?
+    /// Whether `call` is being decided (it counts toward same_action_repeated) or was the last one (a trigger's check).
+    var callIsPending = true
 
     func variable(_ name: String) -> ExpressionValue {
         switch name {
@@ -227,7 +229,8 @@ struct DecisionEnvironment: ExpressionEnvironment {
         case .currentCost: return history.run.value(.cost)
         case .averageCost: return averageTaskCost ?? .nan
         // The operation being decided counts as the newest of the run.
-        case .sameActionRepeated: return Double(history.sameActionRepeated(action: call.actions[0], fingerprint: call.fingerprint) + 1)
+        case .sameActionRepeated:
+            return Double(history.sameActionRepeated(action: call.actions[0], fingerprint: call.fingerprint) + (callIsPending ? 1 : 0))
         case .sameActionCount(let seconds): return Double(history.sameActionCount(after: now - seconds))
         case .tokensPerCallTrend(let calls): return history.tokensPerCallTrend(calls: calls)
         }

@@ -104,3 +104,13 @@ public struct BudgetEvent: Sendable, Equatable {
     public var spent: USD
     public var actions: [BudgetAction]
 }
+
+/// A trigger that held, with the values its condition read, for the log and the audit log.
+public struct Trip: Sendable {
+    public var trigger: Trigger
+    public var values: String
+
+    static func format(_ value: Double) -> String {
+        value.rounded() == value && abs(value) < 1e15 ? String(Int64(value)) : String(format: "%.6g", value)
+    }
+}

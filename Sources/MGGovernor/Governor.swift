@@ -90,6 +90,12 @@ public final class Governor: Sendable {
         var iterations = 0
         /// Research calls admitted since the last LLM call that writes output.
         var researchStreak = 0
+        /// The last call admitted or refused, which triggers read their variables from.
+        var lastCall: CallDescriptor?
+        /// When each tripped trigger may trip again, by name; infinity for one that trips once.
+        var trippedUntil: [String: Double] = [:]
+        /// The operation a break_loop trip denies until another one happens: its action and payload.
+        var brokenLoop: (action: String, fingerprint: UInt64, trigger: String)?
         /// Other runs' calls of this agent from the ledger: by rule, and all of them for budgets.
         var shared: [RuleKey: SharedWindow] = [:]
         var sharedAll = SharedWindow()
@@ -119,7 +125,9 @@ public final class Governor: Sendable {
         self.identity = identity
         self.taskID = taskID
         // Rules' conditions and model fallbacks' `when` read the same variables and metrics.
-        let conditions = layers.flatMap { $0.rules.flatMap(\.conditions) + ($0.optimization?.modelFallbacks.compactMap(\.when) ?? []) }
+        let conditions = layers.flatMap {
+            $0.rules.flatMap(\.conditions) + ($0.optimization?.modelFallbacks.compactMap(\.when) ?? []) + $0.triggers.map(\.condition)
+        }
         self.hasConditions = layers.contains { $0.rules.contains { !$0.conditions.isEmpty } }
         self.recordsHistory = conditions.contains { !$0.metrics.isEmpty }
         let fingerprintMetrics = conditions.contains { condition in
@@ -145,6 +153,15 @@ public final class Governor: Sendable {
     public func admit(_ call: CallDescriptor, countsDenial: Bool = true) -> Decision {
         let now = time.now()
         func decideLocked(_ state: inout State) -> Decision {
+            state.lastCall = call
+            if let loop = state.brokenLoop {
+                if loop.action == call.actions[0] && loop.fingerprint == call.fingerprint {
+                    state.totals.denied += 1
+                    return .refuse(Refusal(kind: .forbidden, limit: loop.trigger,
+                                           message: "\(call.actions[0]) denied: the same request keeps repeating, which \(loop.trigger) reads as a loop; do something different"))
+                }
+                state.brokenLoop = nil
+            }
             let decision = decide(call, now: now, state: &state)
             if case .refuse = decision, countsDenial {
                 state.totals.denied += 1
@@ -395,6 +412,33 @@ public final class Governor: Sendable {
                   !refusal.limit.hasSuffix(".cooldown_seconds") else { continue }
             let until = max(state.rules[key]?.cooldownUntil ?? 0, now + Double(seconds))
             state.rules[key]?.cooldownUntil = until
+        }
+    }
+
+    /// Checks every trigger against the run's metrics now and returns those that tripped, with the values
+    /// they read. A trigger that tripped does not trip again during its cooldown, or ever without one.
+    /// A break_loop trip takes effect here: the repeating operation is denied until another one happens.
+    public func checkTriggers() -> [Trip] {
+        let triggers = layers.flatMap(\.triggers)
+        guard !triggers.isEmpty else { return [] }
+        let now = time.now()
+        return state.withLock { state -> [Trip] in
+            let call = state.lastCall ?? CallDescriptor(actions: [""], model: "", price: ModelPrice(inputPerToken: 0, outputPerToken: 0),
+                                                         inputTokensBound: 0, inputTokensEstimate: 0, producesOutput: false)
+            var environment = self.environment(call, now: now, state: state)
+            environment.callIsPending = false
+            var trips: [Trip] = []
+            for trigger in triggers where (state.trippedUntil[trigger.name] ?? 0) <= now {
+                guard trigger.condition.evaluate(environment) else { continue }
+                state.trippedUntil[trigger.name] = trigger.cooldownSeconds.map { now + $0 } ?? .infinity
+                let values = trigger.condition.metrics.map { "\($0)=\(Trip.format(environment.metric($0)))" }.sorted()
+                    + trigger.condition.variables.sorted().map { "\($0)=\(environment.variable($0))" }
+                if trigger.action == .breakLoop, state.lastCall != nil {
+                    state.brokenLoop = (call.actions[0], call.fingerprint, trigger.name)
+                }
+                trips.append(Trip(trigger: trigger, values: values.joined(separator: ", ")))
+            }
+            return trips
         }
     }
 

@@ -332,6 +332,8 @@ public struct Policy: Sendable {
     public var optimization: Optimization?
     /// `run`: supervisor settings, of which mg-run enforces these so far.
     public var run: RunSettings?
+    /// The triggers of `circuit_breaker`, `emergency_stop` and `anomaly_detection`.
+    public var triggers: [Trigger] = []
     /// `time_restrictions`: when the agent may work.
     public var timeRestrictions: TimeRestrictions?
     /// `scaling` tiers, shown by `check --explain` and not enforced: name, agents, daily budget, per-agent limit, dedicated support.

@@ -6,10 +6,11 @@ import Foundation
 public enum PolicyLoader {
     static let metadataKeys = ["name", "version", "description", "owner", "approved_by", "last_updated", "rationale", "changelog"]
     static let supportedTopLevel = metadataKeys + ["rules", "on_limit_exceeded", "default_effect", "global_rate_limit", "rate_limit", "prices", "unknown_model", "budget",
-                                                   "agent_match", "optimization", "upstreams", "scaling", "time_restrictions", "run"]
+                                                   "agent_match", "optimization", "upstreams", "scaling", "time_restrictions", "run",
+                                                   "circuit_breaker", "emergency_stop", "anomaly_detection"]
     static let notSupportedTopLevel = [
         "approval_required",
-        "anomaly_detection", "circuit_breaker", "emergency_stop", "cost_tracking",
+        "cost_tracking",
     ]
     static let supportedRuleKeys = ["action", "effect", "rate_limit", "cost_ceiling", "behavioral_limits", "essential", "name", "description", "requires",
                                      "conditions", "audit"]
@@ -188,6 +189,7 @@ public enum PolicyLoader {
                 reader.fail(node, "scaling", "expected a mapping of tier names to {agents, daily_budget, per_agent_limit, dedicated_support}, got \(node.kindName)")
             }
         }
+        policy.triggers = readTriggers(top, namedLists: policy.namedLists, reader: &reader)
         if let node = top["run"] {
             policy.run = readRunSettings(node, reader: &reader)
         }

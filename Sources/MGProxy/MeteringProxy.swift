@@ -445,6 +445,26 @@ public final class MeteringProxy: HTTPHandler {
             for event in governor.takeBudgetEvents() {
                 handle(event)
             }
+            checkTriggers()
+        }
+    }
+
+    /// Checks the circuit breakers, emergency stops and anomaly patterns, and acts on those that tripped:
+    /// each trip is logged and audited with the values that tripped it.
+    public func checkTriggers() {
+        for trip in governor.checkTriggers() {
+            let trigger = trip.trigger
+            let detail = "\(trigger.name) tripped: \(trigger.condition.text) with \(trip.values); action \(trigger.action.rawValue)"
+            logger.warning("trigger tripped", [("trigger", trigger.name), ("values", trip.values), ("action", trigger.action.rawValue)])
+            audit?.append(AuditRecord(action: "trigger", model: nil, decision: "trip", reason: detail))
+            switch trigger.action {
+            case .pause, .pauseAndAlert, .pauseAgent:
+                pause("trigger:\(trigger.name)", for: trigger.cooldownSeconds)
+            case .kill:
+                stop("trigger:\(trigger.name)", because: detail)
+            case .alert, .breakLoop:
+                break
+            }
         }
     }
 

@@ -227,6 +227,17 @@ public final class Run: Sendable {
         let watching = Locked(true)
         defer { watching.withLock { $0 = false } }
         watchTimeRestrictions(layers, clock: clock, while: watching)
+        // Triggers are checked after every settled call and, by this thread, at least once a second.
+        if layers.contains(where: { !$0.triggers.isEmpty }) {
+            let ticker = Thread {
+                while watching.withLock({ $0 }) {
+                    proxy.checkTriggers()
+                    sleep(1)
+                }
+            }
+            ticker.name = "mg-run triggers"
+            ticker.start()
+        }
 
         let signalSources = installSignalHandlers()
         if let limit = ([options.maxDurationSeconds] + layers.map { $0.run?.maxDurationSeconds }).compactMap({ $0 }).min() {

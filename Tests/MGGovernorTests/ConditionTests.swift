@@ -339,3 +339,65 @@ private func governor(_ yaml: String, time: ManualTimeSource = ManualTimeSource(
         #expect(subject.admit(call()).admission != nil)
     }
 }
+
+@Suite struct TriggerTests {
+    @Test func breakerTripsOnceWithValues() throws {
+        let subject = try governor("""
+            rules:
+              - action: "llm:*"
+            circuit_breaker:
+              triggers:
+                - {name: loop, condition: "same_action_repeated > 2", action: pause, cooldown_minutes: 5}
+            """)
+        for _ in 0..<2 { _ = subject.admit(call(fingerprint: 9)) }
+        #expect(subject.checkTriggers().isEmpty)
+        _ = subject.admit(call(fingerprint: 9))
+        let trips = subject.checkTriggers()
+        #expect(trips.map(\.trigger.name) == ["circuit_breaker.triggers[0] (loop)"])
+        #expect(trips.first?.values == "same_action_repeated=3")
+        #expect(trips.first?.trigger.cooldownSeconds == 300)
+        // In its cooldown it does not trip again.
+        _ = subject.admit(call(fingerprint: 9))
+        #expect(subject.checkTriggers().isEmpty)
+    }
+
+    @Test func breakLoopDeniesOnlyTheRepeatingRequest() throws {
+        let subject = try governor("""
+            rules:
+              - action: "llm:*"
+            anomaly_detection:
+              enabled: true
+              patterns:
+                - {name: repeat, condition: "same_action_repeated >= 3", action: break_loop}
+            """)
+        for _ in 0..<3 { _ = subject.admit(call(fingerprint: 4)) }
+        #expect(subject.checkTriggers().count == 1)
+        let refusal = subject.admit(call(fingerprint: 4)).refusal
+        #expect(refusal?.limit == "anomaly_detection.patterns[0] (repeat)")
+        #expect(subject.admit(call(fingerprint: 5)).admission != nil)
+        #expect(subject.admit(call(fingerprint: 4)).admission != nil)
+    }
+
+    @Test func emergencyStopReadsCallsWindow() throws {
+        let subject = try governor("""
+            rules:
+              - action: "llm:*"
+            emergency_stop:
+              trigger: ["calls_last_minute > 3"]
+              action: kill
+            """)
+        for _ in 0..<3 { _ = subject.admit(call()).admission.map { subject.settle($0.id, usage: Usage(uncachedInputTokens: 1, outputTokens: 1)) } }
+        #expect(subject.checkTriggers().isEmpty)
+        _ = subject.admit(call())
+        #expect(subject.checkTriggers().first?.values == "calls_last_minute=4")
+    }
+
+    @Test func unsupportedActionsAreNamed() {
+        do {
+            _ = try PolicyLoader.parse(text: "circuit_breaker:\n  triggers: [{name: x, condition: \"errors_last_minute > 3\", action: cap_tokens}]\n", file: "t.yaml")
+            Issue.record("expected an error")
+        } catch {
+            #expect(error.errors.first?.description.contains("'cap_tokens' is not supported yet") == true)
+        }
+    }
+}

@@ -155,3 +155,51 @@ def test_budget_pause_freezes_until_resumed(tmp_path):
         assert [outcome for outcome, _ in json.loads(out)] == ["answered", "answered", "answered"]
     finally:
         process.kill()
+
+
+LOOPING_AGENT = """
+import openai, time
+client = openai.OpenAI(max_retries=0)
+while True:
+    try:
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "same question"}], max_tokens=5)
+    except openai.APIStatusError:
+        pass
+    time.sleep(0.05)
+"""
+
+
+def test_breaker_pauses_looping_agent(tmp_path):
+    task = "loop-" + uuid.uuid4().hex[:8]
+    policy = tmp_path / "policy.yaml"
+    policy.write_text('rules:\n  - action: "llm:*"\ncircuit_breaker:\n  triggers:\n'
+                      '    - {name: loop, condition: "same_action_repeated > 5", action: pause, cooldown_minutes: 1}\n')
+    script = tmp_path / "agent.py"
+    script.write_text(LOOPING_AGENT)
+    process = subprocess.Popen([MG_RUN, "--policy", str(policy), "--upstream", "simulate", "--task", task, "--audit", str(tmp_path / "audit.jsonl"),
+                                "--", sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and f"{task}  default  paused" not in control("status").stdout:
+            time.sleep(0.1)
+        assert f"{task}  default  paused" in control("status").stdout
+        trips = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines() if '"trip"' in line]
+        assert len(trips) == 1
+        assert "same_action_repeated=6" in trips[0]["reason"]
+    finally:
+        control("stop", task)
+        process.wait(timeout=15)
+
+
+VARYING_AGENT = LOOPING_AGENT.replace('"content": "same question"', '"content": f"question {time.time()}"')
+
+
+def test_emergency_stop_kills_runaway(tmp_path):
+    from conftest import run_mg
+    policy = 'rules:\n  - action: "llm:*"\nemergency_stop:\n  trigger: ["calls_last_minute > 8"]\n  action: kill\n'
+    result = run_mg(tmp_path, policy, VARYING_AGENT, "--upstream", "simulate", "--kill-grace", "1")
+    assert result.returncode == 125
+    assert result.summary["stop_reason"] == "trigger:emergency_stop.trigger[0]"
+    trips = [line for line in result.audit if line["decision"] == "trip"]
+    assert len(trips) == 1
+    assert "calls_last_minute=9" in trips[0]["reason"]
