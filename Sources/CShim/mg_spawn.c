@@ -258,10 +258,29 @@ static int map_identity(pid_t pid) {
 
 struct listen_request {
     pid_t pid;
-    unsigned short port;
-    int fd;
+    unsigned short ports[2];  // the proxy's and the egress proxy's; 0 for none
+    int fds[2];
     int error;
 };
+
+// Opens a listening TCP socket on 127.0.0.1:port in the calling thread's network namespace; -1 with errno on failure.
+static int open_listener(unsigned short port) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in address;
+    memset(&address, 0, sizeof address);
+    address.sin_family = AF_INET;
+    address.sin_port = htons(port);
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int yes = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes) != 0 ||
+        bind(fd, (struct sockaddr *)&address, sizeof address) != 0 || listen(fd, 1024) != 0) {
+        int error = errno;
+        if (fd >= 0) close(fd);
+        errno = error;
+        return -1;
+    }
+    return fd;
+}
 
 // Runs on a thread of its own, which is the only one moved into the namespace: brings loopback up and
 // opens the listening socket there, so the socket stays in that namespace after the thread ends.
@@ -292,36 +311,31 @@ static void *listen_in_namespace(void *context) {
         return NULL;
     }
     close(control);
-    if (request->port == 0) return NULL;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in address;
-    memset(&address, 0, sizeof address);
-    address.sin_family = AF_INET;
-    address.sin_port = htons(request->port);
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int yes = 1;
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes) != 0 ||
-        bind(fd, (struct sockaddr *)&address, sizeof address) != 0 || listen(fd, 1024) != 0) {
-        request->error = errno;
-        if (fd >= 0) close(fd);
-        return NULL;
+    for (int index = 0; index < 2; index++) {
+        if (request->ports[index] == 0) continue;
+        request->fds[index] = open_listener(request->ports[index]);
+        if (request->fds[index] < 0) {
+            request->error = errno;
+            return NULL;
+        }
     }
-    request->fd = fd;
     return NULL;
 }
 
-static int prepare_network(pid_t pid, unsigned short port, int *listen_fd) {
-    struct listen_request request = {.pid = pid, .port = port, .fd = -1, .error = 0};
+static int prepare_network(pid_t pid, unsigned short port, unsigned short egress_port, int *listen_fd, int *egress_fd) {
+    struct listen_request request = {.pid = pid, .ports = {port, egress_port}, .fds = {-1, -1}, .error = 0};
     pthread_t thread;
     int error = pthread_create(&thread, NULL, listen_in_namespace, &request);
     if (error != 0) return error;
     pthread_join(thread, NULL);
-    *listen_fd = request.fd;
+    *listen_fd = request.fds[0];
+    *egress_fd = request.fds[1];
     return request.error;
 }
 
 int mg_spawn(const struct mg_spawn_config *config, struct mg_spawn_result *result) {
     result->listen_fd = -1;
+    result->egress_fd = -1;
     int sync_pipe[2], status_pipe[2], error_pipe[2];
     if (pipe2(sync_pipe, O_CLOEXEC) != 0) return errno;
     if (pipe2(status_pipe, O_CLOEXEC) != 0) {
@@ -371,7 +385,8 @@ int mg_spawn(const struct mg_spawn_config *config, struct mg_spawn_result *resul
         if (write(config->cgroup_procs_fd, number, (size_t)length) != length) error = errno;
     }
     // The proxy's socket is listening before the program starts, so its first connection waits in the backlog.
-    if (pid > 0 && error == 0 && config->new_network_namespace) error = prepare_network(pid, config->listen_port, &result->listen_fd);
+    if (pid > 0 && error == 0 && config->new_network_namespace) error = prepare_network(pid, config->listen_port, config->egress_port,
+                                                                                                 &result->listen_fd, &result->egress_fd);
     if (pid > 0 && error == 0) {
         char byte = 1;
         if (write(sync_pipe[1], &byte, 1) != 1) error = errno;
@@ -385,7 +400,9 @@ int mg_spawn(const struct mg_spawn_config *config, struct mg_spawn_result *resul
         close(status_pipe[0]);
         close(error_pipe[0]);
         if (result->listen_fd >= 0) close(result->listen_fd);
+        if (result->egress_fd >= 0) close(result->egress_fd);
         result->listen_fd = -1;
+        result->egress_fd = -1;
         return error;
     }
     result->init_pid = pid;

@@ -165,6 +165,12 @@ public final class Run: Sendable {
         let proxyURL = "http://127.0.0.1:\(hostServer?.port ?? Int(Run.sandboxProxyPort))"
 
         var environment = childEnvironment(proxyURL: proxyURL, token: token)
+        if network == .proxyOnly {
+            // The egress proxy listens beside the LLM proxy; the LLM proxy itself is reached directly.
+            let egress = "http://127.0.0.1:\(Run.sandboxProxyPort + 1)"
+            for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] { environment[name] = egress }
+            for name in ["NO_PROXY", "no_proxy"] { environment[name] = "127.0.0.1,localhost" }
+        }
         environment["MG_RUN_DEPTH"] = String((parent?.depth ?? -1) + 1)
         environment["MG_RUN_AGENT"] = ledgerAgentID(parent: parent)
         environment["MG_RUN_TRUST_TIER"] = options.trustTier.description
@@ -200,6 +206,12 @@ public final class Run: Sendable {
             }
         }
         spawned = true
+        var egressProxy: EgressProxy?
+        if tree.egressFD >= 0 {
+            egressProxy = EgressProxy(listening: tree.egressFD, governor: governor, audit: audit, logger: logger,
+                                      resolve: EgressProxy.resolveOverrides(ProcessInfo.processInfo.environment["MG_RUN_RESOLVE"]))
+        }
+        withExtendedLifetime(egressProxy) {}
         self.tree.withLock { $0 = tree.initPID }
         logger.info("run started", [("pid", String(tree.initPID)), ("proxy", proxyURL), ("network", network.rawValue), ("command", options.command[0])])
 

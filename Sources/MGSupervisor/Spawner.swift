@@ -14,6 +14,8 @@ struct SpawnedTree {
     var statusFD: Int32
     /// The proxy's listening socket inside the tree's network namespace, or -1.
     var listenFD: Int32
+    /// The egress proxy's listening socket there, or -1.
+    var egressFD: Int32
 }
 
 /// Where the agent's network traffic can go: `run.sandbox.network`.
@@ -71,6 +73,7 @@ enum Spawner {
                 var config = mg_spawn_config(path: pathPointer, argv: argv.pointer, envp: envp.pointer, directory: nil,
                                              new_user_namespace: hasSystemAdministration() ? 0 : 1,
                                              new_network_namespace: network == .host ? 0 : 1, listen_port: network == .proxyOnly ? listenPort : 0,
+                                             egress_port: network == .proxyOnly ? listenPort + 1 : 0,
                                              cgroup_procs_fd: cgroupProcsFD,
                                              rlimit_resources: resourcePointer.baseAddress, rlimit_values: valuePointer.baseAddress,
                                              rlimit_count: Int32(limits.count),
@@ -110,7 +113,7 @@ enum Spawner {
             }
         }
 
-        return SpawnedTree(initPID: result.init_pid, statusFD: result.status_fd, listenFD: result.listen_fd)
+        return SpawnedTree(initPID: result.init_pid, statusFD: result.status_fd, listenFD: result.listen_fd, egressFD: result.egress_fd)
     }
 
     /// Reads until the buffer is full or EOF; returns the byte count.

@@ -226,15 +226,15 @@ private func errors(of text: String, file: String = "policy.yaml") -> [String] {
               - action: "llm:*"
             approval_required: []
             circuit_breaker:
-              triggers: []
+              triggers: [{condition: "errors_last_minute > 3", action: cap_tokens}]
             run:
-              max_duration: 1h
+              code_execute: {interpreters: [python3]}
             """)
         #expect(found.count == 4)
         #expect(found[0].hasPrefix("policy.yaml:1:1: cost_tracking: is not supported yet by this version of mg-run"))
         #expect(found[1].hasPrefix("policy.yaml:5:1: approval_required: is not supported yet"))
-        #expect(found[2].hasPrefix("policy.yaml:6:1: circuit_breaker: is not supported yet"))
-        #expect(found[3].hasPrefix("policy.yaml:8:1: run: is not supported yet"))
+        #expect(found[2].hasPrefix("policy.yaml:7:60: circuit_breaker.triggers[0].action: 'cap_tokens' is not supported yet"))
+        #expect(found[3].hasPrefix("policy.yaml:9:3: run.code_execute: is not supported yet"))
     }
 
     @Test func reportsEveryErrorNotOnlyFirst() {

@@ -162,3 +162,72 @@ def test_run_max_duration_stops_the_run(tmp_path):
     completed = subprocess.run([MG_RUN, "--policy", str(tmp_path / "policy.yaml"), "--upstream", "simulate", "--", "sleep", "30"],
                                capture_output=True, text=True, timeout=60)
     assert completed.returncode == 124
+
+
+EGRESS_POLICY = """
+allowed_domains: [docs.example.test]
+rules:
+  - action: "llm:*"
+  - action: "api:external:*"
+    conditions: ["request.domain in allowed_domains"]
+"""
+
+EGRESS_AGENT = r"""
+import http.client, json, os, sys, urllib.request, urllib.error
+port = int(sys.argv[1])
+seen = {}
+try:
+    seen["allowed"] = urllib.request.urlopen(f"http://docs.example.test:{port}/page", timeout=10).read().decode()
+except urllib.error.HTTPError as error:
+    seen["allowed"] = error.code
+try:
+    urllib.request.urlopen(f"http://blocked.example.test:{port}/page", timeout=10)
+    seen["blocked"] = "reached"
+except urllib.error.HTTPError as error:
+    seen["blocked"] = error.code
+proxy_host, proxy_port = os.environ["HTTPS_PROXY"].removeprefix("http://").split(":")
+tunnel = http.client.HTTPConnection(proxy_host, int(proxy_port), timeout=10)
+tunnel.set_tunnel("docs.example.test", port)
+tunnel.request("GET", "/tunneled")
+seen["tunnel"] = tunnel.getresponse().read().decode()
+print(json.dumps(seen))
+"""
+
+
+def test_egress_proxy_allows_listed_hosts_only(tmp_path):
+    import http.server
+    import threading
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = f"page {self.path}".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        (tmp_path / "policy.yaml").write_text(EGRESS_POLICY)
+        script = tmp_path / "egress.py"
+        script.write_text(EGRESS_AGENT)
+        resolve = f"docs.example.test:{port}:127.0.0.1,blocked.example.test:{port}:127.0.0.1"
+        completed = subprocess.run([MG_RUN, "--policy", str(tmp_path / "policy.yaml"), "--upstream", "simulate",
+                                    "--audit", str(tmp_path / "audit.jsonl"), "--", sys.executable, str(script), str(port)],
+                                   capture_output=True, text=True, timeout=60, env={**os.environ, "MG_RUN_RESOLVE": resolve})
+        assert completed.returncode == 0, completed.stderr
+        seen = json.loads(completed.stdout)
+        assert seen["allowed"] == "page /page"
+        assert seen["blocked"] == 403
+        assert seen["tunnel"] == "page /tunneled"
+        audit = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+        external = [(line["action"], line["decision"]) for line in audit if line["action"].startswith("api:external:")]
+        assert external == [("api:external:docs.example.test", "allow"), ("api:external:blocked.example.test", "deny"),
+                            ("api:external:docs.example.test", "allow")]
+    finally:
+        server.shutdown()

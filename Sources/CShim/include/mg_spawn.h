@@ -12,6 +12,7 @@ struct mg_spawn_config {
     int new_user_namespace;                 // 1 when the caller lacks CAP_SYS_ADMIN
     int new_network_namespace;              // 1 for a network namespace with loopback only
     unsigned short listen_port;             // with a network namespace: listen on 127.0.0.1:port inside it, 0 for none
+    unsigned short egress_port;             // likewise, for the egress proxy
     int cgroup_procs_fd;                    // an open cgroup.procs to move the init into before it starts the program, or -1
     const int *_Nullable rlimit_resources;  // RLIMIT_* values set on the program before exec, soft and hard alike
     const unsigned long long *_Nullable rlimit_values;
@@ -25,6 +26,7 @@ struct mg_spawn_result {
     int status_fd;   // read end: 4 bytes, the program's wait status, when it ends
     int error_fd;    // read end: EOF once exec succeeded, or 8 bytes {stage, errno}
     int listen_fd;   // the listening socket inside the network namespace, or -1
+    int egress_fd;   // the egress proxy's listening socket there, or -1
 };
 
 // Stages reported on error_fd.
