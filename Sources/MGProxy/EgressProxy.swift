@@ -7,8 +7,8 @@ import MGPolicy
 ///
 /// Each request, plain HTTP or a CONNECT tunnel, is an `api:external:<host>` action (alias
 /// `read:document`) decided by the governor before any byte goes out, so only hosts the policy allows are
-/// reached (`request.domain in allowed_domains` in a rule's conditions). The proxy sees a tunnel's host and
-/// byte counts, not its encrypted content. One thread per connection, as the LLM proxy.
+/// reached (`request.domain in allowed_domains` in a rule's conditions). The proxy reads a tunnel's host and
+/// byte counts, never its encrypted content. One thread per connection, as the LLM proxy.
 public final class EgressProxy: @unchecked Sendable {
     // Threads share only the immutable fields and the governor, audit log and logger, which lock themselves.
     private let listener: Int32
@@ -79,6 +79,7 @@ public final class EgressProxy: @unchecked Sendable {
             return
         }
         host = host.lowercased()
+
         let started = Date()
         let action = "api:external:\(host)"
         var call = CallDescriptor(actions: [action, "read:document"], model: "", price: ModelPrice(inputPerToken: 0, outputPerToken: 0, maxOutputTokens: 0),
@@ -94,6 +95,7 @@ public final class EgressProxy: @unchecked Sendable {
         case .admit(let admitted):
             admission = admitted
         }
+
         guard let upstream = connect(host: host, port: port) else {
             governor.release(admission.id)
             let message = "cannot connect to \(host):\(port)"

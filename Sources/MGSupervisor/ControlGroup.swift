@@ -23,6 +23,10 @@ final class ControlGroup: Sendable {
     /// Creates the run's cgroup under `<cgroup2>/mg-run/`, or returns nil when cgroup2 is missing or not writable.
     static func create(runID: String) -> ControlGroup? {
         guard let mount = mountPoint() else { return nil }
+        // Cgroups of runs whose mg-run was killed are left empty; rmdir removes only empty ones.
+        for stale in (try? FileManager.default.contentsOfDirectory(atPath: "\(mount)/mg-run")) ?? [] where !stale.hasPrefix("cgroup.") {
+            rmdir("\(mount)/mg-run/\(stale)")
+        }
         let path = "\(mount)/mg-run/\(runID)"
         do {
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)

@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 
 from conftest import MG_RUN, ROOT, run_mg
 
@@ -388,3 +389,42 @@ def test_agent_cannot_unmount_its_proc(tmp_path):
     assert (sys_admin, sys_ptrace, dac_read_search) == ("0", "0", "0")
     # Kernel settings that make the kernel run a program as host root are read-only.
     assert writable == "0"
+
+
+def test_sigkill_of_mg_run_at_start_leaves_no_survivors(tmp_path):
+    import random
+    # A duration no other process uses marks the tree's sleeps in /proc/PID/cmdline.
+    marker = f"300.{uuid.uuid4().int % 10**9:09d}"
+    policy = tmp_path / "policy.yaml"
+    policy.write_text('rules:\n  - action: "llm:*"\n')
+    script = tmp_path / "tree.sh"
+    # A setsid child, a double-forked grandchild, and the program itself, each sleeping.
+    script.write_text(f"setsid sleep {marker} &\n(sleep {marker} &)\nexec sleep {marker}\n")
+    def marked():
+        found = []
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                try:
+                    if marker.encode() in open(f"/proc/{pid}/cmdline", "rb").read():
+                        found.append(pid)
+                except OSError:
+                    pass
+        return found
+
+    generator = random.Random(7)
+    trees_seen = 0
+    for index in range(100):
+        process = subprocess.Popen([MG_RUN, "--policy", str(policy), "--upstream", "simulate", "--", "sh", str(script)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if index % 2:
+            # Every other run is killed 0-20 ms after its tree is up, the rest 0-20 ms after mg-run starts.
+            deadline = time.monotonic() + 3
+            while len(marked()) < 3 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            trees_seen += len(marked()) >= 3
+        time.sleep(generator.uniform(0, 0.02))
+        process.kill()
+        process.wait()
+    time.sleep(1)
+    assert trees_seen == 50
+    assert marked() == []
