@@ -83,6 +83,50 @@ static int make_read_only(void) {
     return 0;
 }
 
+// Bind-mounts one path onto itself read-only; a path that does not exist is skipped.
+static int bind_read_only(const char *path) {
+    if (access(path, F_OK) != 0) return 0;
+    if (mount(path, path, NULL, MS_BIND | MS_REC, NULL) != 0) return -1;
+    return mount(NULL, path, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL);
+}
+
+// Remounts read-only every mount under `prefix` (such as the cgroup file systems under /sys/), which a
+// recursive bind keeps writable. Reads /proc/self/mountinfo into a fixed buffer: no malloc in the init.
+static int remount_below_read_only(const char *prefix) {
+    static char buffer[256 * 1024];
+    int fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    size_t length = 0;
+    ssize_t got;
+    while (length < sizeof buffer - 1 && (got = read(fd, buffer + length, sizeof buffer - 1 - length)) > 0) length += (size_t)got;
+    close(fd);
+    buffer[length] = 0;
+    size_t prefix_length = strlen(prefix);
+    char *line = buffer;
+    while (*line) {
+        char *end = strchr(line, '\n');
+        if (end) *end = 0;
+        // The fifth field is the mount point.
+        char *field = line;
+        for (int index = 0; index < 4 && field; index++) {
+            field = strchr(field, ' ');
+            if (field) field++;
+        }
+        if (field) {
+            char *space = strchr(field, ' ');
+            if (space) *space = 0;
+            if (strncmp(field, prefix, prefix_length) == 0 &&
+                mount(NULL, field, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0 &&
+                errno != EINVAL) {
+                return -1;
+            }
+        }
+        if (!end) break;
+        line = end + 1;
+    }
+    return 0;
+}
+
 // Capabilities the program never gets, even as root: with them it could unmount its private /proc and
 // read the host's, trace or signal processes outside, load modules, or open files by handle past its mounts.
 static const int dropped_capabilities[] = {
@@ -188,7 +232,14 @@ static int init_main(void *opaque) {
         report_error(arguments->error_write, MG_SPAWN_STAGE_READ_ONLY, errno);
         _exit(1);
     }
-    if (!nested && make_read_only() != 0) {
+    int read_only_failed = 0;
+    if (!nested && arguments->config->read_only != NULL) {
+        for (char *const *path = arguments->config->read_only; *path != NULL; path++) {
+            if (bind_read_only(*path) != 0) read_only_failed = 1;
+        }
+    }
+    // The cgroup file systems under /sys stay writable after the bind above unless remounted one by one.
+    if (!nested && (read_only_failed || make_read_only() != 0 || remount_below_read_only("/sys/") != 0)) {
         report_error(arguments->error_write, MG_SPAWN_STAGE_READ_ONLY, errno);
         _exit(1);
     }

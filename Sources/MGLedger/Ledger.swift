@@ -59,6 +59,9 @@ public final class Ledger: SharedLedger, @unchecked Sendable {
     /// The data version the writer last checked the mode at; only the writer thread uses it.
     private var modeDataVersion: Int64 = -1
 
+    /// This run's journal file.
+    public var journalPath: String { journal.path }
+
     /// Seconds between checks for runs that died with reservations.
     static let recoveryInterval = 5.0
     static let schemaVersion = 1

@@ -108,14 +108,17 @@ public final class EgressProxy: @unchecked Sendable {
             send(client, Array("HTTP/1.1 200 Connection Established\r\n\r\n".utf8))
             send(upstream, rest)
         } else {
-            // The request goes on in origin form, with the proxy's own headers dropped.
+            // The request goes on in origin form, with the proxy's own headers and keep-alive dropped: one
+            // request per connection, so a second request cannot reach a host nobody decided on.
             var forwarded = "\(method) \(path) \(requestLine[2])\r\n"
-            for line in lines.dropFirst() where !line.isEmpty && !line.lowercased().hasPrefix("proxy-") {
+            for line in lines.dropFirst() where !line.isEmpty {
+                let name = line.lowercased()
+                if name.hasPrefix("proxy-") || name.hasPrefix("connection:") || name.hasPrefix("keep-alive:") { continue }
                 forwarded += line + "\r\n"
             }
-            send(upstream, Array((forwarded + "\r\n").utf8) + rest)
+            send(upstream, Array((forwarded + "Connection: close\r\n\r\n").utf8) + rest)
         }
-        let (sent, received) = relay(client, upstream)
+        let (sent, received) = relay(client, upstream, clientMaySend: tunnel)
         governor.settle(admission.id, cost: .zero, tokens: 0)
         audit?.append(record(action, "allow", "\(tunnel ? "tunnel" : method) \(host):\(port); \(sent + rest.count) bytes out, \(received) bytes in",
                              status: 200, started: started))
@@ -175,11 +178,13 @@ public final class EgressProxy: @unchecked Sendable {
     }
 
     /// Copies bytes both ways until either side closes; returns the bytes sent out and received.
-    private func relay(_ client: Int32, _ upstream: Int32) -> (Int, Int) {
+    /// With `clientMaySend` false (a plain HTTP request, already sent), bytes from the client are not forwarded,
+    /// so a pipelined second request goes nowhere.
+    private func relay(_ client: Int32, _ upstream: Int32, clientMaySend: Bool) -> (Int, Int) {
         var sent = 0
         var received = 0
         var buffer = [UInt8](repeating: 0, count: 65_536)
-        var descriptors = [pollfd(fd: client, events: Int16(POLLIN), revents: 0), pollfd(fd: upstream, events: Int16(POLLIN), revents: 0)]
+        var descriptors = [pollfd(fd: clientMaySend ? client : -1, events: Int16(POLLIN), revents: 0), pollfd(fd: upstream, events: Int16(POLLIN), revents: 0)]
         while true {
             let ready = poll(&descriptors, 2, 600_000)
             if ready <= 0 { return (sent, received) }

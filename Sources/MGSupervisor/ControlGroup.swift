@@ -23,9 +23,12 @@ final class ControlGroup: Sendable {
     /// Creates the run's cgroup under `<cgroup2>/mg-run/`, or returns nil when cgroup2 is missing or not writable.
     static func create(runID: String) -> ControlGroup? {
         guard let mount = mountPoint() else { return nil }
-        // Cgroups of runs whose mg-run was killed are left empty; rmdir removes only empty ones.
+        // Cgroups of runs whose mg-run was killed are left empty; rmdir removes only empty ones. A cgroup
+        // created in the last minute may belong to a run that has not moved its tree in yet, so it stays.
         for stale in (try? FileManager.default.contentsOfDirectory(atPath: "\(mount)/mg-run")) ?? [] where !stale.hasPrefix("cgroup.") {
-            rmdir("\(mount)/mg-run/\(stale)")
+            var info = stat()
+            let candidate = "\(mount)/mg-run/\(stale)"
+            if stat(candidate, &info) == 0 && Double(time(nil) - info.st_ctim.tv_sec) > 60 { rmdir(candidate) }
         }
         let path = "\(mount)/mg-run/\(runID)"
         do {

@@ -26,6 +26,11 @@ final class ControlSocket: @unchecked Sendable {
         } catch {
             throw RunError("cannot create the control socket directory \(directory): \(error.localizedDescription)", exitStatus: ExitStatus.internalError)
         }
+        // Sockets of runs whose mg-run was killed refuse connections; they are removed here.
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] where name.hasSuffix(".sock") {
+            let stale = "\(directory)/\(name)"
+            if ControlSocket.send("status", to: stale) == nil { unlink(stale) }
+        }
         path = "\(directory)/\(runID).sock"
         fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0, ControlSocket.withAddress(path, { bind(fd, $0, $1) }) == 0, chmod(path, 0o600) == 0, listen(fd, 16) == 0 else {

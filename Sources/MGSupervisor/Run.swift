@@ -113,7 +113,10 @@ public final class Run: Sendable {
         let token = "mgr-" + randomHex(24)
         let ledger: Ledger
         do {
-            ledger = try Ledger(path: options.ledgerPath ?? Ledger.defaultPath(), runID: runID, agentID: ledgerAgentID(parent: parent),
+            // A sub-agent sees its parent's ledger read-only, so by default it keeps one per depth beside it.
+            let defaultPath = parent.map { Ledger.defaultPath().replacingOccurrences(of: "ledger.sqlite", with: "ledger-depth-\($0.depth + 1).sqlite") }
+                ?? Ledger.defaultPath()
+            ledger = try Ledger(path: options.ledgerPath ?? defaultPath, runID: runID, agentID: ledgerAgentID(parent: parent),
                                 taskID: taskID, logger: logger)
         } catch {
             throw RunError("cannot open the \(error.description)")
@@ -187,7 +190,8 @@ public final class Run: Sendable {
             let procs = cgroup?.openProcs() ?? -1
             defer { if procs >= 0 { close(procs) } }
             tree = try Spawner.spawn(path: path, arguments: options.command, environment: environment, network: network,
-                                     listenPort: Run.sandboxProxyPort, seccomp: seccomp, cgroupProcsFD: procs, limits: Run.resourceLimits(layers))
+                                     listenPort: Run.sandboxProxyPort, seccomp: seccomp, cgroupProcsFD: procs, limits: Run.resourceLimits(layers),
+                                     readOnly: readOnlyPaths(ledger: ledger))
         } catch {
             hostServer?.stop()
             simulator?.stop()
@@ -331,6 +335,20 @@ public final class Run: Sendable {
         state.withLock { $0.paused = true }
         logger.info("run paused", [("cgroup", cgroup.path)])
         return nil
+    }
+
+    /// System directories a root agent could otherwise plant code in that runs outside the sandbox.
+    static let readOnlySystemPaths = ["/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/opt",
+                                      "/var/lib", "/var/spool", "/root/.bashrc", "/root/.profile", "/root/.ssh"]
+
+    /// Returns what the agent sees read-only: the system directories and the files mg-run reads or writes
+    /// for this run (ledger, journal, audit log, summary, policies, prices, the mg-run binary).
+    private func readOnlyPaths(ledger: Ledger) -> [String] {
+        var files = [ledger.path, ledger.path + "-wal", ledger.path + "-shm", ledger.journalPath]
+        files += [options.auditPath, options.summaryPath, options.pricesFile].compactMap { $0 }
+        files += options.policyFiles
+        if let binary = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") { files.append(binary) }
+        return Run.readOnlySystemPaths + files.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
     }
 
     /// Returns the layers' run.sandbox.rlimits as setrlimit arguments, the lowest value of each.
@@ -506,8 +524,8 @@ public final class Run: Sendable {
     private func effectiveNetwork(parent: ParentRun?, layerNetworks: [String]) -> NetworkMode {
         // The most restrictive of --network and the layers' run.sandbox.network: none, then proxy_only, then host.
         let order: [NetworkMode] = [.none, .proxyOnly, .host]
-        let fromLayers = layerNetworks.compactMap(NetworkMode.init(rawValue:)).min { order.firstIndex(of: $0)! < order.firstIndex(of: $1)! }
-        let asked = options.network ?? fromLayers ?? .proxyOnly
+        let asked = ([options.network].compactMap { $0 } + layerNetworks.compactMap(NetworkMode.init(rawValue:)))
+            .min { order.firstIndex(of: $0)! < order.firstIndex(of: $1)! } ?? .proxyOnly
         if asked == .host {
             logger.warning("network host: the agent can reach the network directly, so its calls can go around the meter")
         }

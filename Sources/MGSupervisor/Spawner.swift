@@ -56,8 +56,10 @@ enum Spawner {
     /// socket is opened inside it, on 127.0.0.1, before the program starts.
     static func spawn(path: String, arguments: [String], environment: [String: String], network: NetworkMode = .host,
                       listenPort: UInt16 = 0, seccomp: [UInt8]? = nil, cgroupProcsFD: Int32 = -1,
-                      limits: [(resource: Int32, value: UInt64)] = []) throws(SpawnError) -> SpawnedTree {
+                      limits: [(resource: Int32, value: UInt64)] = [], readOnly: [String] = []) throws(SpawnError) -> SpawnedTree {
         let argv = CStringArray(arguments)
+        let readOnlyPaths = CStringArray(readOnly)
+        defer { readOnlyPaths.free() }
         let envp = CStringArray(environment.map { "\($0.key)=\($0.value)" }.sorted())
         defer {
             argv.free()
@@ -74,7 +76,7 @@ enum Spawner {
                                              new_user_namespace: hasSystemAdministration() ? 0 : 1,
                                              new_network_namespace: network == .host ? 0 : 1, listen_port: network == .proxyOnly ? listenPort : 0,
                                              egress_port: network == .proxyOnly ? listenPort + 1 : 0,
-                                             cgroup_procs_fd: cgroupProcsFD,
+                                             cgroup_procs_fd: cgroupProcsFD, read_only: readOnly.isEmpty ? nil : readOnlyPaths.pointer,
                                              rlimit_resources: resourcePointer.baseAddress, rlimit_values: valuePointer.baseAddress,
                                              rlimit_count: Int32(limits.count),
                                              seccomp_program: seccomp == nil ? nil : filter.baseAddress, seccomp_program_bytes: UInt32(filter.count))

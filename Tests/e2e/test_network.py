@@ -231,3 +231,94 @@ def test_egress_proxy_allows_listed_hosts_only(tmp_path):
                             ("api:external:docs.example.test", "allow")]
     finally:
         server.shutdown()
+
+
+WRITE_PROBE = r"""
+import json, sys
+seen = {}
+for path in sys.argv[1:]:
+    try:
+        with open(path, "a") as target:
+            target.write("")
+        seen[path] = "writable"
+    except OSError:
+        seen[path] = "read-only"
+print(json.dumps(seen))
+"""
+
+
+def test_agent_cannot_write_system_or_run_files(tmp_path):
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    script = tmp_path / "write.py"
+    script.write_text(WRITE_PROBE)
+    ledger = tmp_path / "ledger.sqlite"
+    audit = tmp_path / "audit.jsonl"
+    cgroup = "/sys/fs/cgroup/unified/cgroup.procs" if os.path.exists("/sys/fs/cgroup/unified/cgroup.procs") else "/sys/fs/cgroup/cgroup.procs"
+    targets = [str(ledger), str(audit), str(tmp_path / "policy.yaml"), "/etc/hostname", "/usr/bin/env", cgroup, str(tmp_path / "scratch.txt")]
+    completed = subprocess.run([MG_RUN, "--policy", str(tmp_path / "policy.yaml"), "--upstream", "simulate", "--ledger", str(ledger),
+                                "--audit", str(audit), "--", sys.executable, str(script), *targets], capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 0, completed.stderr
+    seen = json.loads(completed.stdout)
+    assert [seen[target] for target in targets[:-1]] == ["read-only"] * 6
+    # Its own working files stay writable.
+    assert seen[str(tmp_path / "scratch.txt")] == "writable"
+
+
+def test_network_option_cannot_loosen_policy(tmp_path):
+    (tmp_path / "policy.yaml").write_text('run:\n  sandbox:\n    network: none\nrules:\n  - action: "llm:*"\n')
+    completed = subprocess.run([MG_RUN, "--policy", str(tmp_path / "policy.yaml"), "--upstream", "simulate", "--network", "host", "--", "true"],
+                               capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 0, completed.stderr
+    assert "network=none" in completed.stderr
+
+
+PIPELINE_AGENT = r"""
+import os, socket, sys
+port = int(sys.argv[1])
+host, proxy_port = os.environ["HTTP_PROXY"].removeprefix("http://").split(":")
+connection = socket.create_connection((host, int(proxy_port)), timeout=10)
+first = f"GET http://docs.example.test:{port}/first HTTP/1.1\r\nHost: docs.example.test\r\n\r\n"
+second = f"GET /second HTTP/1.1\r\nHost: evil.example.test\r\n\r\n"
+connection.sendall((first + second).encode())
+data = b""
+while True:
+    chunk = connection.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+print(data.decode(errors="replace").count("HTTP/1."))
+"""
+
+
+def test_egress_proxy_takes_one_request_per_connection(tmp_path):
+    import http.server
+    import threading
+    paths = []
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            paths.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        (tmp_path / "policy.yaml").write_text(EGRESS_POLICY)
+        script = tmp_path / "pipeline.py"
+        script.write_text(PIPELINE_AGENT)
+        completed = subprocess.run([MG_RUN, "--policy", str(tmp_path / "policy.yaml"), "--upstream", "simulate", "--", sys.executable, str(script), str(port)],
+                                   capture_output=True, text=True, timeout=60, env={**os.environ, "MG_RUN_RESOLVE": f"docs.example.test:{port}:127.0.0.1"})
+        assert completed.returncode == 0, completed.stderr
+        assert completed.stdout.strip() == "1"
+        assert paths == ["/first"]
+    finally:
+        server.shutdown()
