@@ -26,6 +26,14 @@ static inline int mg_seccomp_rule_first_argument(scmp_filter_ctx _Nonnull contex
     return seccomp_rule_add(context, action, number, 1, SCMP_A0(SCMP_CMP_EQ, value));
 }
 
+// Adds a rule that applies when the first argument has `bit` set (clone's namespace flags).
+static inline int mg_seccomp_rule_first_argument_has_bit(scmp_filter_ctx _Nonnull context, const char *_Nonnull name, uint32_t action,
+                                                         uint64_t bit) {
+    int number = seccomp_syscall_resolve_name(name);
+    if (number == __NR_SCMP_ERROR) return 0;
+    return seccomp_rule_add(context, action, number, 1, SCMP_A0(SCMP_CMP_MASKED_EQ, bit, bit));
+}
+
 // Writes the filter's BPF program into a new memory file and returns its descriptor, or -errno.
 static inline int mg_seccomp_export(scmp_filter_ctx _Nonnull context) {
     int fd = (int)syscall(SYS_memfd_create, "mg-run-seccomp", MFD_CLOEXEC);

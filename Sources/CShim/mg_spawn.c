@@ -34,6 +34,9 @@ struct init_arguments {
     int error_read;
     int error_write;
     sigset_t original_mask;
+    // Set when the clone had no namespaces: a sub-agent whose parent's seccomp filter denies them. The tree
+    // then lives in its parent's sandbox, and the program runs in a process group of its own.
+    int without_namespaces;
 };
 
 static void write_all(int fd, const void *data, size_t length) {
@@ -168,7 +171,13 @@ static void exec_program(const struct init_arguments *arguments) {
             _exit(127);
         }
     }
-    if (drop_capabilities() != 0) {
+    if (arguments->without_namespaces) {
+        // Not PID 1's child in a namespace of its own: it dies with the init, and signals reach its group.
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        setpgid(0, 0);
+    }
+    // Without CAP_SETPCAP (inside a parent's sandbox) the capabilities are already gone from the bounding set.
+    if (drop_capabilities() != 0 && !(arguments->without_namespaces && errno == EPERM)) {
         report_error(arguments->error_write, MG_SPAWN_STAGE_CAPABILITIES, errno);
         _exit(127);
     }
@@ -208,8 +217,8 @@ static int init_main(void *opaque) {
 
     // Private propagation first, so the new /proc is not mounted on the host too. Inside another
     // mg-run's sandbox, whose seccomp filter denies mount, the inherited mounts stay as they are.
-    int nested = 0;
-    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) {
+    int nested = arguments->without_namespaces;
+    if (!nested && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) {
         if (!(errno == EPERM && arguments->config->new_user_namespace)) {
             report_error(arguments->error_write, MG_SPAWN_STAGE_PROC, errno);
             _exit(1);
@@ -270,12 +279,15 @@ static int init_main(void *opaque) {
                 if (reaped == program) {
                     int32_t reported = status;
                     write_all(arguments->status_write, &reported, sizeof reported);
-                    // Exiting as PID 1 makes the kernel kill what the program left behind.
+                    // Exiting as PID 1 makes the kernel kill what the program left behind; without a
+                    // namespace, the program's process group is killed instead.
+                    if (arguments->without_namespaces) kill(-program, SIGKILL);
                     _exit(0);
                 }
             }
         } else if (signal_number == SIGTERM) {
-            kill(-1, SIGTERM);  // every process of the namespace but this one
+            // Every process of the namespace but this one, or without one the program's process group.
+            kill(arguments->without_namespaces ? -program : -1, SIGTERM);
         } else if (signal_number == SIGINT || signal_number == SIGHUP || signal_number == SIGQUIT ||
                    signal_number == SIGUSR1 || signal_number == SIGUSR2 || signal_number == SIGWINCH ||
                    signal_number == SIGCONT) {
@@ -422,13 +434,18 @@ int mg_spawn(const struct mg_spawn_config *config, struct mg_spawn_result *resul
         int flags = SIGCHLD | CLONE_NEWPID | CLONE_NEWNS | (config->new_user_namespace ? CLONE_NEWUSER : 0)
             | (config->new_network_namespace ? CLONE_NEWNET : 0);
         pid = clone(init_main, stack + stack_size, flags, &arguments);
+        if (pid < 0 && errno == EPERM && config->new_user_namespace) {
+            // Inside a parent's sandbox, whose filter denies namespaces: the tree stays in the parent's.
+            arguments.without_namespaces = 1;
+            pid = clone(init_main, stack + stack_size, SIGCHLD, &arguments);
+        }
         if (pid < 0) error = errno;
         free(stack);  // the child runs on its own copy of this memory
     }
     close(sync_pipe[0]);
     close(status_pipe[1]);
     close(error_pipe[1]);
-    if (pid > 0 && config->new_user_namespace) error = map_identity(pid);
+    if (pid > 0 && config->new_user_namespace && !arguments.without_namespaces) error = map_identity(pid);
     // In the run's cgroup before the program exists, so every process it starts is in it too.
     if (pid > 0 && error == 0 && config->cgroup_procs_fd >= 0) {
         char number[32];

@@ -5,7 +5,8 @@ import Foundation
 /// init last, just before exec.
 ///
 /// This is a deny list over a default of allow. The system calls that reach past the namespaces
-/// (ptrace, mount, unshare, setns, bpf, kexec, keyrings, module loading, io_uring) fail with EPERM.
+/// (ptrace, mount, unshare, setns, clone with namespace flags, bpf, kexec, keyrings, module loading,
+/// io_uring) fail with EPERM.
 /// `seccomp` and `prctl(PR_SET_SECCOMP)` fail, so no later filter can loosen this one. `clone3`
 /// fails with ENOSYS, so that glibc falls back to `clone`. System calls of another architecture
 /// (i386 through int 0x80) and of the x32 ABI fail with ENOSYS.
@@ -24,6 +25,9 @@ enum SeccompProfile {
         "seccomp",
     ]
 
+    /// CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID and NEWNET.
+    static let namespaceFlags: [UInt64] = [0x0002_0000, 0x0200_0000, 0x0400_0000, 0x0800_0000, 0x1000_0000, 0x2000_0000, 0x4000_0000]
+
     /// Returns the BPF program of the agent profile.
     static func agentProgram() throws(SpawnError) -> [UInt8] {
         guard let context = seccomp_init(0x7fff_0000) else {  // SCMP_ACT_ALLOW
@@ -39,6 +43,10 @@ enum SeccompProfile {
         if failed == nil, mg_seccomp_rule(context, "clone3", enosys) != 0 { failed = "clone3" }
         if failed == nil, mg_seccomp_rule_first_argument(context, "prctl", mg_seccomp_errno(EPERM), UInt64(PR_SET_SECCOMP)) != 0 {
             failed = "prctl(PR_SET_SECCOMP)"
+        }
+        // clone with a namespace flag does what unshare does; a sub-agent's mg-run then runs without namespaces.
+        for flag in SeccompProfile.namespaceFlags where failed == nil {
+            if mg_seccomp_rule_first_argument_has_bit(context, "clone", mg_seccomp_errno(EPERM), flag) != 0 { failed = "clone with namespace flags" }
         }
         if let failed {
             throw SpawnError(description: "cannot build the seccomp filter: libseccomp rejected the rule for \(failed)", exitStatus: 70)

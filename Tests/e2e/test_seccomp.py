@@ -21,6 +21,9 @@ seen = {
     "clone3": call(435, 0, 0),
     "prctl_set_seccomp": call(157, 22, 2, 0),
     "mount": call(165, 0, 0, 0, 0, 0),
+    # clone(CLONE_NEWUSER | SIGCHLD) and clone(CLONE_NEWNET | SIGCHLD): the child, if any, exits at once.
+    "clone_newuser": call(56, 0x10000000 | 17, 0, 0, 0, 0),
+    "clone_newnet": call(56, 0x40000000 | 17, 0, 0, 0, 0),
 }
 results = []
 thread = threading.Thread(target=lambda: results.append("ran"))
@@ -46,5 +49,7 @@ def test_filter_denies_escapes_and_keeps_python_working(tmp_path):
     assert seen["clone3"] == [-1, ENOSYS]
     assert seen["prctl_set_seccomp"] == [-1, EPERM]
     assert seen["mount"] == [-1, EPERM]
+    assert seen["clone_newuser"] == [-1, EPERM]
+    assert seen["clone_newnet"] == [-1, EPERM]
     assert seen["thread"] == ["ran"]
     assert seen["getaddrinfo"] is True
