@@ -320,6 +320,25 @@ public final class MeteringProxy: HTTPHandler {
         }
     }
 
+    /// Replaces the real keys in an upstream's body, such as an error that quotes the key it was given,
+    /// with asterisks of the same length, so the agent never reads them and the JSON stays valid.
+    func hidingKeys(_ body: [UInt8]) -> [UInt8] {
+        var result = body
+        for key in configuration.upstreams.values.compactMap(\.apiKey) where key.utf8.count >= 8 {
+            let pattern = Array(key.utf8)
+            var index = 0
+            while index + pattern.count <= result.count {
+                if result[index] == pattern[0] && result[index..<(index + pattern.count)].elementsEqual(pattern) {
+                    result.replaceSubrange(index..<(index + pattern.count), with: repeatElement(UInt8(ascii: "*"), count: pattern.count))
+                    index += pattern.count
+                } else {
+                    index += 1
+                }
+            }
+        }
+        return result
+    }
+
     /// Returns the request's `X-MG-Context-<k>` headers with the run's `--context` values over them:
     /// the operator's values win, so an agent cannot change what a condition reads from them.
     private func callContext(_ request: HTTPRequest) -> [String: String] {
@@ -403,13 +422,13 @@ public final class MeteringProxy: HTTPHandler {
             logger.warning("upstream rejected the call", [("action", call.modelAction), ("status", String(transfer.status))])
             record(AuditRecord(action: call.modelAction, model: call.model, decision: "allow", reason: "upstream answered \(transfer.status)"),
                    status: transfer.status, started: started)
-            return HTTPResponse(status: transfer.status, headers: headers, body: .bytes(errorBody))
+            return HTTPResponse(status: transfer.status, headers: headers, body: .bytes(hidingKeys(errorBody)))
         }
         if call.stream {
             let stream = MeteredStream(proxy: self, transfer: transfer, call: call, admission: admission, price: price, started: started)
             return HTTPResponse(status: transfer.status, headers: headers, body: .stream(stream))
         }
-        let responseBody = transfer.readAll()
+        let responseBody = hidingKeys(transfer.readAll())
         let failure = transfer.failure
         transfer.close()
         let usage = UsageParser.usage(endpoint: call.endpoint, body: responseBody) ?? estimate(call, admission: admission)

@@ -339,7 +339,7 @@ public final class Run: Sendable {
 
     /// System directories a root agent could otherwise plant code in that runs outside the sandbox.
     static let readOnlySystemPaths = ["/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/opt",
-                                      "/var/lib", "/var/spool", "/root/.bashrc", "/root/.profile", "/root/.ssh"]
+                                      "/var/lib", "/var/spool", "/root/.bashrc", "/root/.profile", "/root/.ssh", "/dev/kmsg"]
 
     /// Returns what the agent sees read-only: the system directories and the files mg-run reads or writes
     /// for this run (ledger, journal, audit log, summary, policies, prices, the mg-run binary).

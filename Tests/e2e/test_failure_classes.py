@@ -146,3 +146,43 @@ def test_stored_responses_input_refused(tmp_path):
     result = run_mg(tmp_path, "rules:\n  - action: \"llm:*\"\n", STORED_INPUT_AGENT, "--upstream", "simulate")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["403", "True"]
+
+
+class EchoingOpenAI(BaseHTTPRequestHandler):
+    """Answers 401 quoting the key it was given, as providers do for a wrong key."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        key = self.headers.get("Authorization", "").removeprefix("Bearer ")
+        body = json.dumps({"error": {"message": f"Incorrect API key provided: {key}.", "type": "invalid_request_error", "code": "invalid_api_key"}}).encode()
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+ECHO_AGENT = """
+import openai
+try:
+    openai.OpenAI(max_retries=0).chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=5)
+except openai.AuthenticationError as error:
+    print(error.message)
+"""
+
+
+def test_upstream_echo_of_real_key_is_hidden(tmp_path):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), EchoingOpenAI)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        result = run_mg(tmp_path, "rules:\n  - action: \"llm:*\"\n", ECHO_AGENT, "--upstream", f"openai=http://127.0.0.1:{server.server_address[1]}/v1",
+                        env={"OPENAI_API_KEY": "sk-tester-REALKEY-0123456789"})
+        assert result.returncode == 0, result.stderr
+        assert "sk-tester-REALKEY" not in result.stdout
+        assert "Incorrect API key provided: ****" in result.stdout
+    finally:
+        server.shutdown()
