@@ -203,3 +203,39 @@ def test_emergency_stop_kills_runaway(tmp_path):
     trips = [line for line in result.audit if line["decision"] == "trip"]
     assert len(trips) == 1
     assert "calls_last_minute=9" in trips[0]["reason"]
+
+
+ORPHANS = """
+import os, time
+for _ in range(50):
+    if os.fork() == 0:
+        if os.fork() == 0:
+            os._exit(0)
+        os._exit(0)
+    os.wait()
+time.sleep(1)
+print("done", flush=True)
+time.sleep(30)
+"""
+
+
+def test_init_reaps_orphans(tmp_path):
+    task = "orphans-" + uuid.uuid4().hex[:8]
+    policy = tmp_path / "policy.yaml"
+    policy.write_text('rules:\n  - action: "llm:*"\n')
+    script = tmp_path / "orphans.py"
+    script.write_text(ORPHANS)
+    process = subprocess.Popen([MG_RUN, "--policy", str(policy), "--upstream", "simulate", "--task", task, "--", sys.executable, str(script)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "done"
+        run_id = run_id_of(task)
+        root = "/sys/fs/cgroup/unified" if os.path.exists("/sys/fs/cgroup/unified/cgroup.procs") else "/sys/fs/cgroup"
+        pids = open(f"{root}/mg-run/{run_id}/cgroup.procs").read().split()
+        states = [open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] for pid in pids]
+        # The init and the agent remain; the 50 double-forked orphans were reaped, none left a zombie.
+        assert len(pids) == 2
+        assert "Z" not in states
+    finally:
+        control("stop", task)
+        process.wait(timeout=15)
