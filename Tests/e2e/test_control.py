@@ -239,3 +239,22 @@ def test_init_reaps_orphans(tmp_path):
     finally:
         control("stop", task)
         process.wait(timeout=15)
+
+
+def test_agent_without_sigterm_handler_stops_within_grace(tmp_path):
+    task = "term-" + uuid.uuid4().hex[:8]
+    policy = tmp_path / "policy.yaml"
+    policy.write_text('rules:\n  - action: "llm:*"\n')
+    script = tmp_path / "sleeper.py"
+    script.write_text("import time\nprint('up', flush=True)\ntime.sleep(120)\n")
+    process = subprocess.Popen([MG_RUN, "--policy", str(policy), "--upstream", "simulate", "--task", task, "--kill-grace", "10",
+                                "--", sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "up"
+        started = time.monotonic()
+        assert control("stop", task).returncode == 0
+        # SIGTERM's default action ends Python at once, long before the 10 s grace period.
+        assert process.wait(timeout=15) == 125
+        assert time.monotonic() - started < 3
+    finally:
+        process.kill()
