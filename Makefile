@@ -59,6 +59,7 @@ test: unit-test e2e-test
 bench: bench-deps venv
 	$(SWIFT) build -c release
 	MG_RUN=.build/release/mg-run bench/proxy-overhead
+	MG_RUN=.build/release/mg-run bench/spawn-kill
 
 clean:
 	rm -rf .build
