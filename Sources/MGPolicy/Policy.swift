@@ -242,6 +242,17 @@ public struct RunSettings: Sendable {
     public var rlimits: [String: Int] = [:]
 
     public init() {}
+
+    /// Parses "90s", "30m", "8h" or "1.5h" into seconds; returns nil for anything else.
+    public static func durationSeconds(_ text: String) -> Double? {
+        guard let unit = text.last, let amount = Double(text.dropLast()), amount > 0 else { return nil }
+        switch unit {
+        case "s": return amount
+        case "m": return amount * 60
+        case "h": return amount * 3_600
+        default: return nil
+        }
+    }
 }
 
 /// `optimization`: cheaper models and shorter contexts.

@@ -207,8 +207,8 @@ public enum PolicyLoader {
                                         notSupportedYet: ["on_trip", "code_execute"]) else { return nil }
         var settings = RunSettings()
         if let durationNode = keys["max_duration"], let text = reader.string(durationNode, path: "run.max_duration") {
-            if let unit = text.last, let amount = Double(text.dropLast()), amount > 0, let factor = ["s": 1.0, "m": 60, "h": 3_600][String(unit)] {
-                settings.maxDurationSeconds = amount * factor
+            if let seconds = RunSettings.durationSeconds(text) {
+                settings.maxDurationSeconds = seconds
             } else {
                 reader.fail(durationNode, "run.max_duration", "invalid duration '\(text)'; use a number with a unit: 90s, 30m or 8h")
             }

@@ -168,7 +168,7 @@ public enum CommandLineInterface {
             case "--audit": options.auditPath = try value(argument)
             case "--max-duration":
                 let text = try value(argument)
-                guard let seconds = parseDuration(text) else {
+                guard let seconds = RunSettings.durationSeconds(text) else {
                     throw RunError("invalid --max-duration '\(text)'; use a number with a unit: 90s, 30m or 8h")
                 }
                 options.maxDurationSeconds = seconds
@@ -202,17 +202,6 @@ public enum CommandLineInterface {
             throw RunError("missing command; usage: mg-run --policy FILE -- COMMAND [ARG...]")
         }
         return options
-    }
-
-    /// Seconds in "90s", "30m", "8h" or "1.5h"; nil for anything else.
-    static func parseDuration(_ text: String) -> Double? {
-        guard let unit = text.last, let amount = Double(text.dropLast()), amount > 0 else { return nil }
-        switch unit {
-        case "s": return amount
-        case "m": return amount * 60
-        case "h": return amount * 3600
-        default: return nil
-        }
     }
 
     static func simulate(_ arguments: [String], logger: Logger) -> Int32 {
