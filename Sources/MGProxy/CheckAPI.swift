@@ -41,8 +41,7 @@ extension MeteringProxy {
         }
         var estimate = USD.zero
         if let given = object["estimated_cost_usd"] {
-            guard let number = given as? NSNumber, !isJSONBoolean(number), let dollars = USD(decimalText: number.stringValue),
-                  dollars >= .zero, dollars <= USD(picodollars: 1_000_000 * 1_000_000_000_000) else {
+            guard let dollars = dollarAmount(given) else {
                 return checkError("\"estimated_cost_usd\" must be a number of dollars from 0 to 1000000, such as 0.02", action: action, started: started)
             }
             estimate = dollars
@@ -99,8 +98,7 @@ extension MeteringProxy {
         }
         var cost = USD.zero
         if let given = object["cost_usd"] {
-            guard let number = given as? NSNumber, !isJSONBoolean(number), let dollars = USD(decimalText: number.stringValue),
-                  dollars >= .zero, dollars <= USD(picodollars: 1_000_000 * 1_000_000_000_000) else {
+            guard let dollars = dollarAmount(given) else {
                 return checkError("\"cost_usd\" must be a number of dollars from 0 to 1000000, such as 0.02", action: "report", started: started)
             }
             cost = dollars
@@ -196,6 +194,13 @@ extension MeteringProxy {
         if let text = value as? String { return text }
         return String(describing: value)
     }
+}
+
+/// Returns a decoded JSON number as dollars when it is from 0 to 1,000,000; nil for booleans, strings and anything out of range.
+private func dollarAmount(_ value: Any) -> USD? {
+    guard let number = value as? NSNumber, !isJSONBoolean(number), let dollars = USD(decimalText: number.stringValue) else { return nil }
+    guard dollars >= .zero, dollars <= USD(picodollars: 1_000_000 * 1_000_000_000_000) else { return nil }
+    return dollars
 }
 
 /// Tells a decoded JSON `true`/`false` from a number: on Linux both decode to NSNumber, and a boolean's type code is `c`.
