@@ -326,14 +326,10 @@ public final class MeteringProxy: HTTPHandler {
         var result = body
         for key in configuration.upstreams.values.compactMap(\.apiKey) where key.utf8.count >= 8 {
             let pattern = Array(key.utf8)
-            var index = 0
-            while index + pattern.count <= result.count {
-                if result[index] == pattern[0] && result[index..<(index + pattern.count)].elementsEqual(pattern) {
-                    result.replaceSubrange(index..<(index + pattern.count), with: repeatElement(UInt8(ascii: "*"), count: pattern.count))
-                    index += pattern.count
-                } else {
-                    index += 1
-                }
+            var searchStart = 0
+            while let found = firstIndex(of: pattern, in: result, from: searchStart) {
+                result.replaceSubrange(found..<(found + pattern.count), with: repeatElement(UInt8(ascii: "*"), count: pattern.count))
+                searchStart = found + pattern.count
             }
         }
         return result
@@ -652,14 +648,18 @@ final class MeteredStream: ResponseStream, @unchecked Sendable {
 
 /// Returns whether `bytes` contain `needle`'s UTF-8 bytes.
 func contains(_ bytes: [UInt8], _ needle: String) -> Bool {
-    let pattern = Array(needle.utf8)
-    guard let first = pattern.first, bytes.count >= pattern.count else { return false }
-    var index = 0
+    firstIndex(of: Array(needle.utf8), in: bytes) != nil
+}
+
+/// Returns the first index at or after `start` where `pattern` begins in `bytes`, or nil when it does not occur.
+func firstIndex(of pattern: [UInt8], in bytes: [UInt8], from start: Int = 0) -> Int? {
+    guard let first = pattern.first, bytes.count >= pattern.count else { return nil }
+    var index = start
     while index <= bytes.count - pattern.count {
-        if bytes[index] == first && bytes[index..<(index + pattern.count)].elementsEqual(pattern) { return true }
+        if bytes[index] == first && bytes[index..<(index + pattern.count)].elementsEqual(pattern) { return index }
         index += 1
     }
-    return false
+    return nil
 }
 
 /// Returns the 64-bit FNV-1a hash of a request body, which identifies a request repeated after an error.
