@@ -1,11 +1,14 @@
 """The agent's network namespace: only loopback, where the proxy listens. Isolation is read from
 inside the sandbox and probed only against listeners this test opens on this machine."""
 
+import contextlib
+import http.server
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import uuid
 
 from conftest import MG_RUN, run_mg
@@ -194,12 +197,14 @@ print(json.dumps(seen))
 """
 
 
-def test_egress_proxy_allows_listed_hosts_only(tmp_path):
-    import http.server
-    import threading
+@contextlib.contextmanager
+def page_server(protocol_version="HTTP/1.0"):
+    """Serves `page <path>` for every GET on a loopback port; yields the port and the list of paths requested."""
+    paths = []
 
     class Page(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
+            paths.append(self.path)
             body = f"page {self.path}".encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
@@ -209,10 +214,17 @@ def test_egress_proxy_allows_listed_hosts_only(tmp_path):
         def log_message(self, *args):
             pass
 
+    Page.protocol_version = protocol_version
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    port = server.server_address[1]
     try:
+        yield server.server_address[1], paths
+    finally:
+        server.shutdown()
+
+
+def test_egress_proxy_allows_listed_hosts_only(tmp_path):
+    with page_server() as (port, _):
         (tmp_path / "policy.yaml").write_text(EGRESS_POLICY)
         script = tmp_path / "egress.py"
         script.write_text(EGRESS_AGENT)
@@ -229,8 +241,6 @@ def test_egress_proxy_allows_listed_hosts_only(tmp_path):
         external = [(line["action"], line["decision"]) for line in audit if line["action"].startswith("api:external:")]
         assert external == [("api:external:docs.example.test", "allow"), ("api:external:blocked.example.test", "deny"),
                             ("api:external:docs.example.test", "allow")]
-    finally:
-        server.shutdown()
 
 
 WRITE_PROBE = r"""
@@ -291,27 +301,8 @@ print(data.decode(errors="replace").count("HTTP/1."))
 
 
 def test_egress_proxy_takes_one_request_per_connection(tmp_path):
-    import http.server
-    import threading
-    paths = []
-
-    class Page(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self):
-            paths.append(self.path)
-            self.send_response(200)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    port = server.server_address[1]
-    try:
+    # HTTP/1.1 keeps the upstream connection open, so a second request the proxy passed on would be served.
+    with page_server("HTTP/1.1") as (port, paths):
         (tmp_path / "policy.yaml").write_text(EGRESS_POLICY)
         script = tmp_path / "pipeline.py"
         script.write_text(PIPELINE_AGENT)
@@ -320,5 +311,3 @@ def test_egress_proxy_takes_one_request_per_connection(tmp_path):
         assert completed.returncode == 0, completed.stderr
         assert completed.stdout.strip() == "1"
         assert paths == ["/first"]
-    finally:
-        server.shutdown()
