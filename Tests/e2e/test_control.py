@@ -14,14 +14,17 @@ from conftest import MG_RUN
 BURN = "while True:\n    sum(range(10000))\n"
 
 
+def start_agent(tmp_path, task, policy, agent, *options):
+    """Starts mg-run with the simulated upstream on `agent` (Python source) under `policy` (YAML text)."""
+    (tmp_path / "policy.yaml").write_text(policy)
+    script = tmp_path / "agent.py"
+    script.write_text(agent)
+    return subprocess.Popen([MG_RUN, "--policy", str(tmp_path / "policy.yaml"), "--upstream", "simulate", "--task", task,
+                             *options, "--", sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def start_burning(tmp_path, task, *options):
-    policy = tmp_path / "policy.yaml"
-    policy.write_text('rules:\n  - action: "llm:*"\n')
-    script = tmp_path / "burn.py"
-    script.write_text(BURN)
-    process = subprocess.Popen([MG_RUN, "--policy", str(policy), "--upstream", "simulate", "--task", task,
-                                "--summary", str(tmp_path / "summary.json"), *options, "--", sys.executable, str(script)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = start_agent(tmp_path, task, 'rules:\n  - action: "llm:*"\n', BURN, "--summary", str(tmp_path / "summary.json"), *options)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if task in control("status").stdout:
@@ -35,12 +38,17 @@ def control(*arguments):
     return subprocess.run([MG_RUN, *arguments], capture_output=True, text=True, timeout=30)
 
 
-def cpu_ticks(run_id):
-    """User plus system ticks of the run's processes, read from the host through its cgroup."""
+def run_pids(run_id):
+    """Lists the pids in the run's cgroup, read from the host."""
     # A hybrid host mounts cgroup2 at /sys/fs/cgroup/unified, a pure v2 host at /sys/fs/cgroup.
     root = "/sys/fs/cgroup/unified" if os.path.exists("/sys/fs/cgroup/unified/cgroup.procs") else "/sys/fs/cgroup"
     with open(f"{root}/mg-run/{run_id}/cgroup.procs") as procs:
-        pids = procs.read().split()
+        return procs.read().split()
+
+
+def cpu_ticks(run_id):
+    """User plus system ticks of the run's processes, read from the host through its cgroup."""
+    pids = run_pids(run_id)
     total = 0
     for pid in pids:
         fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
@@ -138,12 +146,8 @@ def test_limit_pause_freezes_until_window_reopens(tmp_path):
 
 def test_budget_pause_freezes_until_resumed(tmp_path):
     task = "budget-" + uuid.uuid4().hex[:8]
-    policy = tmp_path / "policy.yaml"
-    policy.write_text('rules:\n  - action: "llm:*"\nbudget:\n  daily_limit_usd: 1.00\n  warning_threshold_percent: 0\n  on_warning: [pause]\n')
-    script = tmp_path / "agent.py"
-    script.write_text(PAUSE_AGENT)
-    process = subprocess.Popen([MG_RUN, "--policy", str(policy), "--upstream", "simulate", "--task", task, "--", sys.executable, str(script)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    policy = 'rules:\n  - action: "llm:*"\nbudget:\n  daily_limit_usd: 1.00\n  warning_threshold_percent: 0\n  on_warning: [pause]\n'
+    process = start_agent(tmp_path, task, policy, PAUSE_AGENT)
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and f"{task}  default  paused" not in control("status").stdout:
@@ -171,13 +175,9 @@ while True:
 
 def test_breaker_pauses_looping_agent(tmp_path):
     task = "loop-" + uuid.uuid4().hex[:8]
-    policy = tmp_path / "policy.yaml"
-    policy.write_text('rules:\n  - action: "llm:*"\ncircuit_breaker:\n  triggers:\n'
-                      '    - {name: loop, condition: "same_action_repeated > 5", action: pause, cooldown_minutes: 1}\n')
-    script = tmp_path / "agent.py"
-    script.write_text(LOOPING_AGENT)
-    process = subprocess.Popen([MG_RUN, "--policy", str(policy), "--upstream", "simulate", "--task", task, "--audit", str(tmp_path / "audit.jsonl"),
-                                "--", sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    policy = ('rules:\n  - action: "llm:*"\ncircuit_breaker:\n  triggers:\n'
+              '    - {name: loop, condition: "same_action_repeated > 5", action: pause, cooldown_minutes: 1}\n')
+    process = start_agent(tmp_path, task, policy, LOOPING_AGENT, "--audit", str(tmp_path / "audit.jsonl"))
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and f"{task}  default  paused" not in control("status").stdout:
@@ -221,17 +221,11 @@ time.sleep(30)
 
 def test_init_reaps_orphans(tmp_path):
     task = "orphans-" + uuid.uuid4().hex[:8]
-    policy = tmp_path / "policy.yaml"
-    policy.write_text('rules:\n  - action: "llm:*"\n')
-    script = tmp_path / "orphans.py"
-    script.write_text(ORPHANS)
-    process = subprocess.Popen([MG_RUN, "--policy", str(policy), "--upstream", "simulate", "--task", task, "--", sys.executable, str(script)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = start_agent(tmp_path, task, 'rules:\n  - action: "llm:*"\n', ORPHANS)
     try:
         assert process.stdout.readline().strip() == "done"
         run_id = run_id_of(task)
-        root = "/sys/fs/cgroup/unified" if os.path.exists("/sys/fs/cgroup/unified/cgroup.procs") else "/sys/fs/cgroup"
-        pids = open(f"{root}/mg-run/{run_id}/cgroup.procs").read().split()
+        pids = run_pids(run_id)
         states = [open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] for pid in pids]
         # The init and the agent remain; the 50 double-forked orphans were reaped, none left a zombie.
         assert len(pids) == 2
@@ -243,12 +237,8 @@ def test_init_reaps_orphans(tmp_path):
 
 def test_agent_without_sigterm_handler_stops_within_grace(tmp_path):
     task = "term-" + uuid.uuid4().hex[:8]
-    policy = tmp_path / "policy.yaml"
-    policy.write_text('rules:\n  - action: "llm:*"\n')
-    script = tmp_path / "sleeper.py"
-    script.write_text("import time\nprint('up', flush=True)\ntime.sleep(120)\n")
-    process = subprocess.Popen([MG_RUN, "--policy", str(policy), "--upstream", "simulate", "--task", task, "--kill-grace", "10",
-                                "--", sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sleeper = "import time\nprint('up', flush=True)\ntime.sleep(120)\n"
+    process = start_agent(tmp_path, task, 'rules:\n  - action: "llm:*"\n', sleeper, "--kill-grace", "10")
     try:
         assert process.stdout.readline().strip() == "up"
         started = time.monotonic()
