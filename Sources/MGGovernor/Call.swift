@@ -29,7 +29,7 @@ public struct CallDescriptor: Sendable {
     public var mayWriteCache = false
     /// The client's own retry counter (`x-stainless-retry-count`), 0 for a first attempt.
     public var retryCount = 0
-    /// What the operation carries for `requires` and `context.<k>` in conditions: `--context`,
+    /// Context values that `requires` and `context.<k>` in conditions read, from `--context`,
     /// `X-MG-Context-<k>` headers and the check API's `context`.
     public var context: [String: String] = [:]
 

@@ -8,7 +8,7 @@ public struct Admission: Sendable {
     /// Whether mg-run must set or lower the client's output cap to `outputTokens`.
     public var rewritesOutputCap: Bool
     public var reservedCost: USD
-    /// What the audit log keeps of the call: the most any matched rule asks for, `none` only when every one says none.
+    /// Audit level of the call: the highest any matched rule sets, and `none` only when every matched rule sets none.
     public var auditLevel = AuditLevel.basic
 }
 

@@ -10,8 +10,8 @@ import MGPolicy
 /// admit, reads the calls of the agent's other runs, and its reservation is
 /// written before the lock is released. Settlements replace reservations.
 /// WAL mode with `synchronous=NORMAL` keeps every committed row through a
-/// crash of mg-run (the kernel keeps the written pages); a power loss can lose
-/// the last commits.
+/// crash of mg-run, because the kernel keeps the written pages. A power loss
+/// can lose the last commits.
 ///
 /// A run that dies leaves reservations behind. The next process that opens
 /// the ledger, and every running one every few seconds, finds runs whose
@@ -38,8 +38,8 @@ public final class Ledger: SharedLedger, @unchecked Sendable {
     private let solo = Locked(false)
     /// Whether the governor still needs the other runs' calls read once before it decides alone.
     private var needsOthers = true
-    /// Seconds between the writer's checks for another run of the agent while in solo mode; a starting
-    /// run waits for that switch, so this bounds its start-up wait.
+    /// Seconds between the writer's checks for another run of the agent while in solo mode.
+    /// A starting run waits for the solo run to notice it, so this bounds its start-up wait.
     static let soloPollInterval = 0.05
     /// How long a starting run waits for live runs of its agent to leave solo mode.
     static let joinTimeout = 2.0
@@ -205,9 +205,9 @@ public final class Ledger: SharedLedger, @unchecked Sendable {
         averageTaskCost = average.map { USD(picodollars: $0) }
     }
 
-    /// Chooses this run's mode. Alone, the run goes solo, decided in one transaction with the check, so a
-    /// run registering at the same moment either is seen here or sees this run as solo. With live runs of
-    /// the agent, it waits until none of them is solo, so their reservations are all in SQLite before it decides.
+    /// Chooses this run's mode. Alone, the run goes solo in the same transaction as the check, so a run
+    /// registering at the same moment is either found here or finds this run solo. With live runs of the
+    /// agent, it waits until none of them is solo, so their reservations are all in SQLite before it decides.
     private func join() throws(LedgerError) {
         let othersLive = try lock.withLock { _ throws(LedgerError) -> Bool in
             try connection.transaction { () throws(LedgerError) -> Bool in

@@ -184,8 +184,8 @@ public struct Condition: Sendable {
         root.evaluate(environment) == .bool(true)
     }
 
-    /// Evaluates the condition failing closed: for a deny rule (`failClosedTrue`) a result that is not
-    /// false, missing values included, counts as holding; for an allow rule only true does.
+    /// Evaluates the condition failing closed. For a deny rule (`failClosedTrue`), any result other than
+    /// false counts as holding, missing values included. For an allow rule only true does.
     public func holds(_ environment: some ExpressionEnvironment, failClosedTrue: Bool) -> Bool {
         let result = root.evaluate(environment)
         return failClosedTrue ? result != .bool(false) : result == .bool(true)

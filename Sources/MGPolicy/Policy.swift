@@ -66,7 +66,7 @@ public struct RateLimit: Sendable, Equatable {
 public struct CostCeiling: Sendable, Equatable {
     public var maxUSDPerCall: USD?
     public var maxUSDPerTask: USD?
-    /// Spend per window, rolling or fixed as the rule's rate limit says.
+    /// Spend per window, rolling or fixed as set by the rule's rate limit.
     public var maxUSDPerMinute: USD?
     public var maxUSDPerHour: USD?
     public var maxUSDPerDay: USD?

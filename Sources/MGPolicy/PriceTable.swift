@@ -9,8 +9,8 @@ public struct ModelPrice: Sendable, Equatable {
     public var cachedInputPerToken: Int64
     /// Anthropic cache writes that live 5 minutes.
     public var cacheWritePerToken: Int64
-    /// Anthropic cache writes with `ttl: 1h`; twice the input price unless the table says otherwise,
-    /// which is the ratio of every 1-hour write price in litellm's table.
+    /// Anthropic cache writes with `ttl: 1h`. Twice the input price unless the table gives a price,
+    /// because every 1-hour write price in litellm's table is twice the input price.
     public var cacheWrite1hPerToken: Int64
     /// The largest output the model accepts in one call, used when the client sets no max_tokens.
     public var maxOutputTokens: Int

@@ -108,8 +108,8 @@ public final class EgressProxy: @unchecked Sendable {
             send(client, Array("HTTP/1.1 200 Connection Established\r\n\r\n".utf8))
             send(upstream, rest)
         } else {
-            // The request goes on in origin form, with the proxy's own headers and keep-alive dropped: one
-            // request per connection, so a second request cannot reach a host nobody decided on.
+            // The request goes on in origin form without the proxy's own headers and keep-alive. One request
+            // per connection means a second request cannot reach a host the policy never checked.
             var forwarded = "\(method) \(path) \(requestLine[2])\r\n"
             for line in lines.dropFirst() where !line.isEmpty {
                 let name = line.lowercased()

@@ -431,7 +431,7 @@ public final class MeteringProxy: HTTPHandler {
         let (action, model, status) = (call.modelAction, call.model, transfer.status)
         let reason = failure.map { "upstream transfer failed: \($0)" } ?? "ok"
         // Settled before the response goes out, so a crash of mg-run after the client has it cannot lose the
-        // settlement; the audit line is written after, off the latency path.
+        // settlement. The audit line is written after sending, off the latency path.
         let detailed = admission.auditLevel == .detailed
         let afterSending = settleCost(action: action, model: model, admission: admission, usage: usage, status: status, started: started,
                                       reason: reason, requestBody: detailed ? call.body : nil, responseBody: detailed ? responseBody : nil)

@@ -203,8 +203,8 @@ extension CurlPair: @unchecked Sendable {}  // used by one thread at a time, han
 public enum SupervisorClient {
     private static let pool = CurlPool()
 
-    /// Posts `object` as JSON with a bearer token; returns the status and the decoded object, or nil when the
-    /// server cannot be reached, with the transfer's error text.
+    /// Posts `object` as JSON with a bearer token and returns the status and the decoded object.
+    /// When the server cannot be reached, the object is nil and the result carries the transfer's error text.
     public static func postJSON(url: String, token: String, object: [String: Any], timeoutSeconds: Int = 10)
         -> (status: Int, body: [String: Any]?, failure: String?) {
         let body = (try? JSONSerialization.data(withJSONObject: object)).map(Array.init) ?? []

@@ -108,6 +108,7 @@ enum ControlCommand {
         let sockets = ((try? FileManager.default.contentsOfDirectory(atPath: ControlSocket.directory)) ?? [])
             .filter { $0.hasSuffix(".sock") }.sorted().map { "\(ControlSocket.directory)/\($0)" }
         let runs = sockets.compactMap { path in ControlSocket.send("status", to: path).map { (path, $0) } }
+
         if command == "status" {
             guard arguments.isEmpty else { return usage("mg-run status takes no arguments") }
             let rows = [["RUN", "TASK", "AGENT", "STATE", "CALLS", "COST_USD", "PID"]] + runs.map { _, status in
@@ -120,26 +121,28 @@ enum ControlCommand {
             }
             return 0
         }
+
         guard arguments.count == 1 else { return usage("usage: mg-run \(command) RUN_ID|TASK_ID") }
-        let wanted = arguments[0]
-        let matches = runs.filter { $0.1["run_id"] as? String == wanted || $0.1["task_id"] as? String == wanted }
+        let requested = arguments[0]
+        let matches = runs.filter { $0.1["run_id"] as? String == requested || $0.1["task_id"] as? String == requested }
         guard let (path, _) = matches.first else {
-            FileHandle.standardError.write(Data("mg-run: error: no running mg-run has run id or task id '\(wanted)'; see mg-run status\n".utf8))
+            FileHandle.standardError.write(Data("mg-run: error: no running mg-run has run id or task id '\(requested)'; see mg-run status\n".utf8))
             return 1
         }
         guard matches.count == 1 else {
-            FileHandle.standardError.write(Data("mg-run: error: \(matches.count) runs have task id '\(wanted)'; give a run id from mg-run status\n".utf8))
+            FileHandle.standardError.write(Data("mg-run: error: \(matches.count) runs have task id '\(requested)'; give a run id from mg-run status\n".utf8))
             return 1
         }
+
         guard let reply = ControlSocket.send(command, to: path) else {
-            FileHandle.standardError.write(Data("mg-run: error: the run stopped answering on \(path)\n".utf8))
+            FileHandle.standardError.write(Data("mg-run: error: the run at \(path) did not reply to \(command); see mg-run status\n".utf8))
             return 1
         }
         if let error = reply["error"] as? String {
             FileHandle.standardError.write(Data("mg-run: error: \(error)\n".utf8))
             return 1
         }
-        print("\(reply["run_id"] ?? wanted): \(reply["state"] ?? "ok")")
+        print("\(reply["run_id"] ?? requested): \(reply["state"] ?? "ok")")
         return 0
     }
 

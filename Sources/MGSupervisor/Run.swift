@@ -81,7 +81,7 @@ public final class Run: Sendable {
         var options = options
         // A sub-agent is never trusted more than the run it was started in.
         if let parent = ParentRun.current(), options.trustTier > parent.trustTier {
-            logger.warning("lowering this sub-agent's trust tier to its parent's", [("asked", options.trustTier.description), ("parent", parent.trustTier.description)])
+            logger.warning("lowering this sub-agent's trust tier to its parent's", [("requested", options.trustTier.description), ("parent", parent.trustTier.description)])
             options.trustTier = parent.trustTier
         }
         self.options = options
@@ -113,7 +113,7 @@ public final class Run: Sendable {
         let token = "mgr-" + randomHex(24)
         let ledger: Ledger
         do {
-            // A sub-agent sees its parent's ledger read-only, so by default it keeps one per depth beside it.
+            // A sub-agent can only read its parent's ledger, so by default it keeps one per depth beside it.
             let defaultPath = parent.map { Ledger.defaultPath().replacingOccurrences(of: "ledger.sqlite", with: "ledger-depth-\($0.depth + 1).sqlite") }
                 ?? Ledger.defaultPath()
             ledger = try Ledger(path: options.ledgerPath ?? defaultPath, runID: runID, agentID: ledgerAgentID(parent: parent),
@@ -232,8 +232,13 @@ public final class Run: Sendable {
                 let totals = governor.totals
                 let reason = self.stopReason.withLock { $0 }
                 let paused = self.state.withLock { $0.paused }
-                return ["run_id": self.runID, "task_id": self.taskID, "agent_id": self.options.agentID,
-                        "state": reason != nil ? "stopping" : paused ? "paused" : "running",
+                var state = "running"
+                if reason != nil {
+                    state = "stopping"
+                } else if paused {
+                    state = "paused"
+                }
+                return ["run_id": self.runID, "task_id": self.taskID, "agent_id": self.options.agentID, "state": state,
                         "calls": totals.calls, "cost_usd": Double(totals.cost.description) ?? 0, "pid": Int(tree.initPID)]
             }
         } catch {
@@ -341,8 +346,8 @@ public final class Run: Sendable {
     static let readOnlySystemPaths = ["/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/opt",
                                       "/var/lib", "/var/spool", "/root/.bashrc", "/root/.profile", "/root/.ssh", "/dev/kmsg"]
 
-    /// Returns what the agent sees read-only: the system directories and the files mg-run reads or writes
-    /// for this run (ledger, journal, audit log, summary, policies, prices, the mg-run binary).
+    /// Returns the paths mounted read-only for the agent: the system directories and the files mg-run reads
+    /// or writes for this run (ledger, journal, audit log, summary, policies, prices, the mg-run binary).
     private func readOnlyPaths(ledger: Ledger) -> [String] {
         var files = [ledger.path, ledger.path + "-wal", ledger.path + "-shm", ledger.journalPath]
         files += [options.auditPath, options.summaryPath, options.pricesFile].compactMap { $0 }
@@ -522,18 +527,18 @@ public final class Run: Sendable {
     /// Returns the network mode the tree gets. A sub-agent stays in its parent's network namespace, which
     /// already lets it reach only proxies, because it may not create one of its own from its user namespace.
     private func effectiveNetwork(parent: ParentRun?, layerNetworks: [String]) -> NetworkMode {
-        // The most restrictive of --network and the layers' run.sandbox.network: none, then proxy_only, then host.
+        // The strictest of --network and the layers' run.sandbox.network, in the order none, proxy_only, host.
         let order: [NetworkMode] = [.none, .proxyOnly, .host]
-        let asked = ([options.network].compactMap { $0 } + layerNetworks.compactMap(NetworkMode.init(rawValue:)))
+        let requested = ([options.network].compactMap { $0 } + layerNetworks.compactMap(NetworkMode.init(rawValue:)))
             .min { order.firstIndex(of: $0)! < order.firstIndex(of: $1)! } ?? .proxyOnly
-        if asked == .host {
+        if requested == .host {
             logger.warning("network host: the agent can reach the network directly, so its calls can go around the meter")
         }
-        if asked != .host && (parent != nil || !hasSystemAdministration()) {
-            logger.info("this run shares the network namespace it was started in", [("asked", asked.rawValue)])
+        if requested != .host && (parent != nil || !hasSystemAdministration()) {
+            logger.info("this run shares the network namespace it was started in", [("requested", requested.rawValue)])
             return .host
         }
-        return asked
+        return requested
     }
 
     /// Returns the agent id the ledger records this run under. A sub-agent's calls are also recorded by its
@@ -550,16 +555,16 @@ public final class Run: Sendable {
         context["depth"] = parent.depth + 1
         context["delegatee_agent_id"] = options.agentID
         context["delegatee_trust_tier"] = options.trustTier.description
-        let answer = SupervisorClient.postJSON(url: parent.url + "/mg/v1/check", token: parent.token,
-                                               object: ["action": "delegate:spawn", "context": context])
-        if let failure = answer.failure {
+        let response = SupervisorClient.postJSON(url: parent.url + "/mg/v1/check", token: parent.token,
+                                                 object: ["action": "delegate:spawn", "context": context])
+        if let failure = response.failure {
             throw RunError("this mg-run runs inside another governed run (MG_RUN_URL \(parent.url)), which did not respond to its delegate:spawn check: \(failure); run it outside the governed run or fix the parent", exitStatus: ExitStatus.internalError)
         }
-        guard answer.status == 200, let body = answer.body else {
-            throw RunError("the parent run's response to the delegate:spawn check was HTTP \(answer.status); check that the parent mg-run is the same version", exitStatus: ExitStatus.internalError)
+        guard response.status == 200, let body = response.body else {
+            throw RunError("the parent run's delegate:spawn check failed with HTTP \(response.status); check that the parent mg-run is the same version", exitStatus: ExitStatus.internalError)
         }
         guard body["allowed"] as? Bool == true, let callID = body["call_id"] as? String else {
-            throw RunError("the parent run's policy refused this sub-agent (delegate:spawn at depth \(parent.depth + 1)): \(body["reason"] as? String ?? "no reason given")", exitStatus: ExitStatus.policyStop)
+            throw RunError("the parent run's policy denied this sub-agent (delegate:spawn at depth \(parent.depth + 1)): \(body["reason"] as? String ?? "no reason given")", exitStatus: ExitStatus.policyStop)
         }
         logger.info("parent run allowed this sub-agent", [("depth", String(parent.depth + 1)), ("parent", parent.url)])
         return callID
@@ -567,10 +572,10 @@ public final class Run: Sendable {
 
     /// Tells the parent run the sub-agent has ended, which frees its max_concurrent slot. Its calls were metered by the parent already.
     private func reportDelegation(to parent: ParentRun, callID: String) {
-        let answer = SupervisorClient.postJSON(url: parent.url + "/mg/v1/report", token: parent.token,
-                                               object: ["call_id": callID, "cost_usd": 0, "success": true])
-        if answer.status != 200 {
-            logger.warning("cannot report the end of this sub-agent to the parent run", [("status", String(answer.status)), ("error", answer.failure ?? "")])
+        let response = SupervisorClient.postJSON(url: parent.url + "/mg/v1/report", token: parent.token,
+                                                 object: ["call_id": callID, "cost_usd": 0, "success": true])
+        if response.status != 200 {
+            logger.warning("failed to report the end of this sub-agent to the parent run", [("status", String(response.status)), ("error", response.failure ?? "")])
         }
     }
 

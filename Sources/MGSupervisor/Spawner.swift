@@ -18,7 +18,7 @@ struct SpawnedTree {
     var egressFD: Int32
 }
 
-/// Where the agent's network traffic can go: `run.sandbox.network`.
+/// Network reach of the agent, from `run.sandbox.network`.
 public enum NetworkMode: String, Sendable, CaseIterable {
     /// A network namespace with loopback only, where the proxy listens: the agent reaches nothing else.
     case proxyOnly = "proxy_only"
@@ -52,8 +52,8 @@ enum Spawner {
 
     /// Starts the tree. Must run on a thread that lives as long as the run,
     /// because the init is killed when the thread that cloned it exits (PR_SET_PDEATHSIG).
-    /// With `network` other than host, the tree gets a network namespace; with `listenPort`, the proxy's
-    /// socket is opened inside it, on 127.0.0.1, before the program starts.
+    /// With `network` other than host, the tree gets a network namespace. With `listenPort`, the proxy's
+    /// socket is also opened inside it, on 127.0.0.1, before the program starts.
     static func spawn(path: String, arguments: [String], environment: [String: String], network: NetworkMode = .host,
                       listenPort: UInt16 = 0, seccomp: [UInt8]? = nil, cgroupProcsFD: Int32 = -1,
                       limits: [(resource: Int32, value: UInt64)] = [], readOnly: [String] = []) throws(SpawnError) -> SpawnedTree {

@@ -111,8 +111,8 @@ private func usage(input: Int, output: Int) -> Usage { Usage(uncachedInputTokens
 }
 
 @Suite struct LedgerSharingTests {
-    /// Admits and settles calls of `output` tokens until the governor refuses, then ends the run as mg-run
-    /// does, so its settlements are in SQLite; returns the settled total.
+    /// Admits and settles calls of `output` tokens until the governor denies one and returns the settled total.
+    /// It ends the run as mg-run does, so the settlements are in SQLite.
     private func spend(_ governor: Governor, ledger: Ledger, output: Int = 100) -> USD {
         var total = USD.zero
         while let admission = governor.admit(call(output: output)).admission {
@@ -168,7 +168,8 @@ private func usage(input: Int, output: Int) -> Usage { Usage(uncachedInputTokens
         let refusal = second.admit(call()).refusal
         #expect(refusal?.limit == "rules[0].rate_limit.max_per_hour")
         if case .window(let wait) = refusal?.kind {
-            #expect(wait > 3_500 && wait <= 3_600)
+            #expect(wait > 3_500)
+            #expect(wait <= 3_600)
         } else {
             Issue.record("expected a window refusal, got \(String(describing: refusal))")
         }

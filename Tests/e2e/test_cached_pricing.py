@@ -115,7 +115,7 @@ def test_chat_cached_prompt_priced(tmp_path):
 
 
 # A streamed call without include_usage: mg-run requests the usage chunk from the
-# upstream and drops it, so the SDK sees none. The simulator is deterministic, so a
+# upstream and drops it, so the SDK gets none. The simulator is deterministic, so a
 # third, identical call with include_usage shows the usage the second one had.
 HIDDEN_USAGE_AGENT = AGENT_PREAMBLE + """
 import openai

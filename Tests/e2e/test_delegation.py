@@ -113,7 +113,7 @@ def test_sub_agent_keeps_parent_reservations(tmp_path, private_ledger):
         rows = connection.execute("SELECT agent_id, state FROM calls WHERE actions LIKE 'llm:%' ORDER BY admitted_at").fetchall()
         released = connection.execute("SELECT count(*) FROM calls WHERE state = 'released'").fetchone()[0]
         agents = [agent for (agent,) in connection.execute("SELECT agent_id FROM runs ORDER BY started_at").fetchall()]
-    # The sub-agent sees its parent's ledger read-only and keeps its own beside it.
+    # The sub-agent can only read its parent's ledger, so it keeps its own beside it.
     with sqlite3.connect(private_ledger.with_name("ledger-depth-1.sqlite")) as connection:
         agents += [agent for (agent,) in connection.execute("SELECT agent_id FROM runs ORDER BY started_at").fetchall()]
     assert rows == [("default", "settled")]

@@ -11,7 +11,7 @@ from conftest import run_mg
 
 
 class MockOpenAI(BaseHTTPRequestHandler):
-    """Answers chat completions without any usage; the first `failures` requests get a 500."""
+    """Serves chat completions without any usage; the first `failures` requests get a 500."""
 
     failures = 0
     seen = []
@@ -149,7 +149,7 @@ def test_stored_responses_input_refused(tmp_path):
 
 
 class EchoingOpenAI(BaseHTTPRequestHandler):
-    """Answers 401 quoting the key it was given, as providers do for a wrong key."""
+    """Returns 401 quoting the key it was given, as providers do for a wrong key."""
 
     def log_message(self, *args):
         pass

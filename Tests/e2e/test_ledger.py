@@ -22,7 +22,7 @@ rules:
       max_usd_per_day: {CEILING}
 """
 
-# Calls until refused (or N calls when given), one line per answered call in the progress file.
+# Calls until denied (or N calls when given), and writes one line per successful call to the progress file.
 AGENT = """
 import sys, openai
 limit = int(sys.argv[2]) if len(sys.argv) > 2 else 10**6

@@ -391,7 +391,7 @@ def test_agent_cannot_unmount_its_proc(tmp_path):
     assert writable == "0"
 
 
-def test_sigkill_of_mg_run_at_start_leaves_no_survivors(tmp_path):
+def test_sigkill_at_start_leaves_no_survivors(tmp_path):
     import random
     # A duration no other process uses marks the tree's sleeps in /proc/PID/cmdline.
     marker = f"300.{uuid.uuid4().int % 10**9:09d}"
