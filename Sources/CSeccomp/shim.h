@@ -34,6 +34,20 @@ static inline int mg_seccomp_rule_first_argument_has_bit(scmp_filter_ctx _Nonnul
     return seccomp_rule_add(context, action, number, 1, SCMP_A0(SCMP_CMP_MASKED_EQ, bit, bit));
 }
 
+// SCMP_ACT_NOTIFY, for rules that ask the supervisor (code:execute).
+static inline uint32_t mg_seccomp_notify_action(void) { return SCMP_ACT_NOTIFY; }
+
+// Adds one rule by system call name, with at most one argument comparison: `argument` is -1 for none,
+// `operation` a SCMP_CMP_* value. An unknown name (a system call newer than libseccomp) is skipped.
+static inline int mg_seccomp_rule_compare(scmp_filter_ctx _Nonnull context, const char *_Nonnull name, uint32_t action,
+                                          int argument, int operation, uint64_t datum_a, uint64_t datum_b) {
+    int number = seccomp_syscall_resolve_name(name);
+    if (number == __NR_SCMP_ERROR) return 0;
+    if (argument < 0) return seccomp_rule_add(context, action, number, 0);
+    struct scmp_arg_cmp comparison = {.arg = (unsigned int)argument, .op = (enum scmp_compare)operation, .datum_a = datum_a, .datum_b = datum_b};
+    return seccomp_rule_add_array(context, action, number, 1, &comparison);
+}
+
 // Writes the filter's BPF program into a new memory file and returns its descriptor, or -errno.
 static inline int mg_seccomp_export(scmp_filter_ctx _Nonnull context) {
     int fd = (int)syscall(SYS_memfd_create, "mg-run-seccomp", MFD_CLOEXEC);

@@ -33,9 +33,10 @@ struct init_arguments {
     int status_write;
     int error_read;
     int error_write;
+    int notify_write;  // with a seccomp listener: where the program sends it, else -1
     sigset_t original_mask;
-    // Set when the clone had no namespaces: a sub-agent whose parent's seccomp filter denies them. The tree
-    // then lives in its parent's sandbox, and the program runs in a process group of its own.
+    // Set when the clone had no namespaces: a sub-agent inside its parent's sandbox, or a run without a
+    // sandbox. The program then runs in a process group of its own.
     int without_namespaces;
 };
 
@@ -55,18 +56,64 @@ static void report_error(int fd, int32_t stage, int32_t error) {
     write_all(fd, message, sizeof message);
 }
 
-static void close_descriptors_from(int first, int keep) {
-    // close_range (Linux 5.9) in one call; the loop is the fallback for older kernels.
-    if (keep < first) {
-        if (syscall(SYS_close_range, first, ~0U, 0) == 0) return;
-    } else {
-        if (keep > first) syscall(SYS_close_range, first, keep - 1, 0);
-        if (syscall(SYS_close_range, keep + 1, ~0U, 0) == 0) return;
+// Closes every descriptor from `first` up except the `count` ones in `keep` (ascending, -1 entries ignored).
+static void close_descriptors_except(int first, const int *keep, int count) {
+    int from = first;
+    for (int index = 0; index < count; index++) {
+        if (keep[index] < from) continue;
+        if (keep[index] > from) syscall(SYS_close_range, from, keep[index] - 1, 0);
+        from = keep[index] + 1;
     }
+    if (syscall(SYS_close_range, from, ~0U, 0) == 0) return;
+    // close_range arrived in Linux 5.9; older kernels get the loop.
     long max = sysconf(_SC_OPEN_MAX);
     for (int fd = first; fd < max; fd++) {
-        if (fd != keep) close(fd);
+        int kept = 0;
+        for (int index = 0; index < count; index++) kept |= keep[index] == fd;
+        if (!kept) close(fd);
     }
+}
+
+// Sends `fd` over the Unix socket `socket` with SCM_RIGHTS; returns 0 or -1.
+static int send_descriptor(int socket, int fd) {
+    char byte = 0;
+    struct iovec vector = {.iov_base = &byte, .iov_len = 1};
+    union {
+        char buffer[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    memset(&control, 0, sizeof control);
+    struct msghdr message = {.msg_iov = &vector, .msg_iovlen = 1, .msg_control = control.buffer, .msg_controllen = sizeof control.buffer};
+    struct cmsghdr *header = CMSG_FIRSTHDR(&message);
+    header->cmsg_level = SOL_SOCKET;
+    header->cmsg_type = SCM_RIGHTS;
+    header->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(header), &fd, sizeof fd);
+    ssize_t sent;
+    do {
+        sent = sendmsg(socket, &message, MSG_NOSIGNAL);
+    } while (sent < 0 && errno == EINTR);
+    return sent == 1 ? 0 : -1;
+}
+
+int mg_receive_descriptor(int socket) {
+    char byte;
+    struct iovec vector = {.iov_base = &byte, .iov_len = 1};
+    union {
+        char buffer[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct msghdr message = {.msg_iov = &vector, .msg_iovlen = 1, .msg_control = control.buffer, .msg_controllen = sizeof control.buffer};
+    ssize_t got;
+    do {
+        got = recvmsg(socket, &message, MSG_CMSG_CLOEXEC);
+    } while (got < 0 && errno == EINTR);
+    if (got != 1) return -1;
+    struct cmsghdr *header = CMSG_FIRSTHDR(&message);
+    if (header == NULL || header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS) return -1;
+    int fd;
+    memcpy(&fd, CMSG_DATA(header), sizeof fd);
+    return fd;
 }
 
 // Host-wide kernel settings a root agent could otherwise write: a core_pattern or modprobe path in
@@ -130,6 +177,31 @@ static int remount_below_read_only(const char *prefix) {
     return 0;
 }
 
+// Makes every mount read-only at once (mount_setattr with AT_RECURSIVE, Linux 5.12). Then each
+// `writable` path is bind-mounted onto itself writable, and each `scratch` path gets a fresh tmpfs of
+// config->scratch_bytes; a scratch tmpfs also hides the host's Unix sockets under it.
+static int make_root_read_only(const struct mg_spawn_config *config) {
+    struct {
+        unsigned long long set, clear, propagation, userns;
+    } attributes = {.set = 0x00000001 /* MOUNT_ATTR_RDONLY */ | 0x00000002 /* MOUNT_ATTR_NOSUID */};
+    if (syscall(442 /* SYS_mount_setattr */, AT_FDCWD, "/", 0x8000 /* AT_RECURSIVE */, &attributes, sizeof attributes) != 0) return -1;
+    if (config->writable != NULL) {
+        for (char *const *path = config->writable; *path != NULL; path++) {
+            if (mount(*path, *path, NULL, MS_BIND | MS_REC, NULL) != 0) return -1;
+            if (mount(NULL, *path, NULL, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV, NULL) != 0) return -1;
+        }
+    }
+    if (config->scratch != NULL) {
+        char options[64];
+        snprintf(options, sizeof options, "mode=1777,size=%llu", config->scratch_bytes);
+        for (char *const *path = config->scratch; *path != NULL; path++) {
+            if (access(*path, F_OK) != 0) continue;
+            if (mount("tmpfs", *path, "tmpfs", MS_NOSUID | MS_NODEV, options) != 0) return -1;
+        }
+    }
+    return 0;
+}
+
 // Capabilities the program never gets, even as root: with them it could unmount its private /proc and
 // read the host's, trace or signal processes outside, load modules, or open files by handle past its mounts.
 static const int dropped_capabilities[] = {
@@ -163,7 +235,12 @@ static void exec_program(const struct init_arguments *arguments) {
         report_error(arguments->error_write, MG_SPAWN_STAGE_CHDIR, errno);
         _exit(127);
     }
-    close_descriptors_from(3, arguments->error_write);
+    int keep[2] = {arguments->error_write, arguments->notify_write};
+    if (keep[1] >= 0 && keep[1] < keep[0]) {
+        keep[1] = keep[0];
+        keep[0] = arguments->notify_write;
+    }
+    close_descriptors_except(3, keep, keep[1] >= 0 && keep[0] >= 0 ? 2 : 1);
     for (int index = 0; index < config->rlimit_count; index++) {
         struct rlimit limit = {.rlim_cur = config->rlimit_values[index], .rlim_max = config->rlimit_values[index]};
         if (setrlimit(config->rlimit_resources[index], &limit) != 0) {
@@ -187,7 +264,20 @@ static void exec_program(const struct init_arguments *arguments) {
             .len = (unsigned short)(config->seccomp_program_bytes / sizeof(struct sock_filter)),
             .filter = (struct sock_filter *)config->seccomp_program,
         };
-        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program) != 0) {
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+            report_error(arguments->error_write, MG_SPAWN_STAGE_SECCOMP, errno);
+            _exit(127);
+        }
+        if (config->seccomp_listener) {
+            // The supervisor answers this process's own execve below, then every later one it is asked about.
+            int listener = (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &program);
+            if (listener < 0 || send_descriptor(arguments->notify_write, listener) != 0) {
+                report_error(arguments->error_write, MG_SPAWN_STAGE_SECCOMP, errno);
+                _exit(127);
+            }
+            close(listener);
+            close(arguments->notify_write);
+        } else if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program) != 0) {
             report_error(arguments->error_write, MG_SPAWN_STAGE_SECCOMP, errno);
             _exit(127);
         }
@@ -215,29 +305,21 @@ static int init_main(void *opaque) {
     if (got != 1) _exit(1);
     close(arguments->sync_read);
 
-    // Private propagation first, so the new /proc is not mounted on the host too. Inside another
-    // mg-run's sandbox, whose seccomp filter denies mount, the inherited mounts stay as they are.
+    // Private propagation first, so the new /proc is not mounted on the host too. Without namespaces (inside
+    // a parent run's sandbox, or unsandboxed when asked) the mounts stay as they are.
     int nested = arguments->without_namespaces;
     if (!nested && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) {
-        if (!(errno == EPERM && arguments->config->new_user_namespace)) {
-            report_error(arguments->error_write, MG_SPAWN_STAGE_PROC, errno);
-            _exit(1);
-        }
-        nested = 1;
+        report_error(arguments->error_write, MG_SPAWN_STAGE_PROC, errno);
+        _exit(1);
     }
     if (!nested && mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) {
-        // Inside another mg-run's sandbox, whose read-only /proc/sys forbids a new proc mount from a
-        // user namespace, the inherited /proc and its read-only paths stay: they show only that sandbox.
-        if (!(errno == EPERM && arguments->config->new_user_namespace)) {
-            report_error(arguments->error_write, MG_SPAWN_STAGE_PROC, errno);
-            _exit(1);
-        }
-        nested = 1;
+        report_error(arguments->error_write, MG_SPAWN_STAGE_PROC, errno);
+        _exit(1);
     }
     // Unix sockets of the host's services (/run/docker.sock, D-Bus) are files, not in the network
     // namespace, so an empty /run hides them from a program that may reach only the proxy.
     if (!nested && arguments->config->new_network_namespace && access("/run", F_OK) == 0 &&
-        mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") != 0) {
+        mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m") != 0) {
         report_error(arguments->error_write, MG_SPAWN_STAGE_READ_ONLY, errno);
         _exit(1);
     }
@@ -252,6 +334,12 @@ static int init_main(void *opaque) {
         report_error(arguments->error_write, MG_SPAWN_STAGE_READ_ONLY, errno);
         _exit(1);
     }
+    if (!nested && arguments->config->read_only_root && make_root_read_only(arguments->config) != 0) {
+        report_error(arguments->error_write, MG_SPAWN_STAGE_SCRATCH, errno);
+        _exit(1);
+    }
+    // Without a PID namespace, orphans of the tree come back to this init, which reaps them.
+    if (nested) prctl(PR_SET_CHILD_SUBREAPER, 1);
 
     sigset_t all;
     sigfillset(&all);
@@ -399,6 +487,7 @@ static int prepare_network(pid_t pid, unsigned short port, unsigned short egress
 int mg_spawn(const struct mg_spawn_config *config, struct mg_spawn_result *result) {
     result->listen_fd = -1;
     result->egress_fd = -1;
+    result->notify_fd = -1;
     int sync_pipe[2], status_pipe[2], error_pipe[2];
     if (pipe2(sync_pipe, O_CLOEXEC) != 0) return errno;
     if (pipe2(status_pipe, O_CLOEXEC) != 0) {
@@ -421,7 +510,21 @@ int mg_spawn(const struct mg_spawn_config *config, struct mg_spawn_result *resul
         .sync_read = sync_pipe[0], .sync_write = sync_pipe[1],
         .status_read = status_pipe[0], .status_write = status_pipe[1],
         .error_read = error_pipe[0], .error_write = error_pipe[1],
+        .notify_write = -1,
+        .without_namespaces = config->without_namespaces,
     };
+    int notify_pair[2] = {-1, -1};
+    if (config->seccomp_listener && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, notify_pair) != 0) {
+        int error = errno;
+        close(sync_pipe[0]);
+        close(sync_pipe[1]);
+        close(status_pipe[0]);
+        close(status_pipe[1]);
+        close(error_pipe[0]);
+        close(error_pipe[1]);
+        return error;
+    }
+    arguments.notify_write = notify_pair[1];
     sigprocmask(SIG_SETMASK, NULL, &arguments.original_mask);
 
     const size_t stack_size = 256 * 1024;
@@ -431,20 +534,19 @@ int mg_spawn(const struct mg_spawn_config *config, struct mg_spawn_result *resul
     if (stack == NULL) {
         error = ENOMEM;
     } else {
-        int flags = SIGCHLD | CLONE_NEWPID | CLONE_NEWNS | (config->new_user_namespace ? CLONE_NEWUSER : 0)
-            | (config->new_network_namespace ? CLONE_NEWNET : 0);
-        pid = clone(init_main, stack + stack_size, flags, &arguments);
-        if (pid < 0 && errno == EPERM && config->new_user_namespace) {
-            // Inside a parent's sandbox, whose filter denies namespaces: the tree stays in the parent's.
-            arguments.without_namespaces = 1;
-            pid = clone(init_main, stack + stack_size, SIGCHLD, &arguments);
+        int flags = SIGCHLD;
+        if (!config->without_namespaces) {
+            flags |= CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | (config->new_user_namespace ? CLONE_NEWUSER : 0)
+                | (config->new_network_namespace ? CLONE_NEWNET : 0);
         }
+        pid = clone(init_main, stack + stack_size, flags, &arguments);
         if (pid < 0) error = errno;
         free(stack);  // the child runs on its own copy of this memory
     }
     close(sync_pipe[0]);
     close(status_pipe[1]);
     close(error_pipe[1]);
+    if (notify_pair[1] >= 0) close(notify_pair[1]);
     if (pid > 0 && config->new_user_namespace && !arguments.without_namespaces) error = map_identity(pid);
     // In the run's cgroup before the program exists, so every process it starts is in it too.
     if (pid > 0 && error == 0 && config->cgroup_procs_fd >= 0) {
@@ -453,7 +555,7 @@ int mg_spawn(const struct mg_spawn_config *config, struct mg_spawn_result *resul
         if (write(config->cgroup_procs_fd, number, (size_t)length) != length) error = errno;
     }
     // The proxy's socket is listening before the program starts, so its first connection waits in the backlog.
-    if (pid > 0 && error == 0 && config->new_network_namespace) error = prepare_network(pid, config->listen_port, config->egress_port,
+    if (pid > 0 && error == 0 && config->new_network_namespace && !config->without_namespaces) error = prepare_network(pid, config->listen_port, config->egress_port,
                                                                                                  &result->listen_fd, &result->egress_fd);
     if (pid > 0 && error == 0) {
         char byte = 1;
@@ -467,6 +569,7 @@ int mg_spawn(const struct mg_spawn_config *config, struct mg_spawn_result *resul
         }
         close(status_pipe[0]);
         close(error_pipe[0]);
+        if (notify_pair[0] >= 0) close(notify_pair[0]);
         if (result->listen_fd >= 0) close(result->listen_fd);
         if (result->egress_fd >= 0) close(result->egress_fd);
         result->listen_fd = -1;
@@ -476,5 +579,6 @@ int mg_spawn(const struct mg_spawn_config *config, struct mg_spawn_result *resul
     result->init_pid = pid;
     result->status_fd = status_pipe[0];
     result->error_fd = error_pipe[0];
+    result->notify_fd = notify_pair[0];
     return 0;
 }

@@ -25,6 +25,8 @@ public struct CallDescriptor: Sendable {
     /// The host and path of an egress request, for `request.domain` and `request.path` in conditions.
     public var domain: String?
     public var path: String?
+    /// For `code:execute`: the program's language, sandbox profile and path, for `code.*` in conditions.
+    public var code: CodeFacts?
     /// Whether the request may write a prompt cache (an Anthropic `cache_control`), which bills input above its base price.
     public var mayWriteCache = false
     /// The client's own retry counter (`x-stainless-retry-count`), 0 for a first attempt.
@@ -43,6 +45,19 @@ public struct CallDescriptor: Sendable {
         self.requestedOutputTokens = requestedOutputTokens
         self.producesOutput = producesOutput
         self.choices = max(1, choices)
+    }
+}
+
+/// What a `code:execute` action runs.
+public struct CodeFacts: Sendable, Equatable {
+    public var language: String
+    public var sandbox: String
+    public var path: String
+
+    public init(language: String, sandbox: String, path: String) {
+        self.language = language
+        self.sandbox = sandbox
+        self.path = path
     }
 }
 

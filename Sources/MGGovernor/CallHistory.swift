@@ -189,6 +189,9 @@ struct DecisionEnvironment: ExpressionEnvironment {
         case "request.input_tokens": return .number(Double(call.inputTokensEstimate))
         case "request.domain": return call.domain.map { .string($0) } ?? .missing
         case "request.path": return call.path.map { .string($0) } ?? .missing
+        case "code.language": return call.code.map { .string($0.language) } ?? .missing
+        case "code.sandbox": return call.code.map { .string($0.sandbox) } ?? .missing
+        case "code.path": return call.code.map { .string($0.path) } ?? .missing
         case "agent.id": return .string(identity.agentID)
         case "agent.tags": return .list(identity.tags.map { .string($0) })
         case "agent.trust_tier": return .string(identity.trustTier.description)

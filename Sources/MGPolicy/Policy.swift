@@ -240,6 +240,12 @@ public struct RunSettings: Sendable {
     public var network: String?
     /// `sandbox.rlimits`, by key: cpu_seconds, memory_mb, processes, open_files, file_size_mb.
     public var rlimits: [String: Int] = [:]
+    /// `sandbox.profile`: agent, strict, none, or the path of a seccomp profile file.
+    public var sandboxProfile: String?
+    /// `sandbox.writable`: with any, the file system is read-only for the agent but these paths.
+    public var writable: [String]?
+    /// `code_execute`: which executed programs are code:execute actions.
+    public var codeExecute: CodeExecuteSettings?
 
     public init() {}
 

@@ -203,8 +203,8 @@ public enum PolicyLoader {
     }
 
     static func readRunSettings(_ node: YAMLNode, reader: inout SchemaReader) -> RunSettings? {
-        guard let keys = reader.mapping(node, path: "run", supported: ["max_duration", "kill_grace_seconds", "sandbox"],
-                                        notSupportedYet: ["on_trip", "code_execute"]) else { return nil }
+        guard let keys = reader.mapping(node, path: "run", supported: ["max_duration", "kill_grace_seconds", "sandbox", "code_execute"],
+                                        notSupportedYet: ["on_trip"]) else { return nil }
         var settings = RunSettings()
         if let durationNode = keys["max_duration"], let text = reader.string(durationNode, path: "run.max_duration") {
             if let seconds = RunSettings.durationSeconds(text) {
@@ -217,9 +217,23 @@ public enum PolicyLoader {
             settings.killGraceSeconds = Double(min(seconds, 3_600))
         }
         if let sandboxNode = keys["sandbox"],
-           let sandbox = reader.mapping(sandboxNode, path: "run.sandbox", supported: ["network", "rlimits"], notSupportedYet: ["profile", "writable"]) {
+           let sandbox = reader.mapping(sandboxNode, path: "run.sandbox", supported: ["network", "rlimits", "profile", "writable"]) {
             if let networkNode = sandbox["network"] {
                 settings.network = reader.choice(networkNode, path: "run.sandbox.network", among: ["proxy_only", "none", "host"])
+            }
+            if let profileNode = sandbox["profile"], let profile = reader.string(profileNode, path: "run.sandbox.profile") {
+                if ["agent", "strict", "none"].contains(profile) || profile.hasSuffix(".seccomp") {
+                    settings.sandboxProfile = profile
+                } else {
+                    reader.fail(profileNode, "run.sandbox.profile", "unknown profile '\(profile)'; use agent, strict, none, or the path of a .seccomp file")
+                }
+            }
+            if let writableNode = sandbox["writable"], let paths = reader.strings(writableNode, path: "run.sandbox.writable") {
+                if let relative = paths.first(where: { !$0.hasPrefix("/") }) {
+                    reader.fail(writableNode, "run.sandbox.writable", "'\(relative)' is not an absolute path; write it from /, such as /srv/agent-work")
+                } else {
+                    settings.writable = paths
+                }
             }
             let limitKeys = ["cpu_seconds", "memory_mb", "open_files", "file_size_mb"]
             // RLIMIT_NPROC counts every process of the user on the host, so it waits for the cgroup pids controller.
@@ -234,6 +248,18 @@ public enum PolicyLoader {
                     }
                 }
             }
+        }
+        if let codeNode = keys["code_execute"],
+           let code = reader.mapping(codeNode, path: "run.code_execute", supported: ["interpreters"], notSupportedYet: ["profile"]) {
+            var execute = CodeExecuteSettings()
+            if let namesNode = code["interpreters"], let names = reader.strings(namesNode, path: "run.code_execute.interpreters") {
+                if let bad = names.first(where: { $0.isEmpty || $0.contains("/") }) {
+                    reader.fail(namesNode, "run.code_execute.interpreters", "'\(bad)' is not a program name; list names such as python3 or node, without a directory")
+                } else {
+                    execute.interpreters = names
+                }
+            }
+            settings.codeExecute = execute
         }
         return settings
     }

@@ -14,6 +14,7 @@ public enum CommandLineInterface {
       mg-run [run] [options] -- COMMAND [ARG...]
       mg-run simulate [--port P] [--simulate-latency-ms N]
       mg-run check [--explain] FILE...
+      mg-run exec [--profile strict|agent|FILE] [--timeout D] [options] -- COMMAND [ARG...]
       mg-run status
       mg-run pause|resume|stop RUN_ID|TASK_ID
       mg-run --help | --version
@@ -22,6 +23,10 @@ public enum CommandLineInterface {
     OPENAI_BASE_URL, ANTHROPIC_BASE_URL and a per-run token in place of the real
     keys, enforces the policy on every LLM call, and stops the whole process
     tree when a task cost ceiling is spent or --max-duration passes.
+
+    mg-run exec runs one program in a throwaway sandbox: no network, the file
+    system read-only but a fresh /tmp, tight rlimits, and a wall-clock limit
+    after which the whole tree is killed (default 60s). Run `mg-run exec --help`.
 
     mg-run check validates policy files and prints every error (exit 1) or
     "valid" (exit 0); --explain also prints each rule's limits as a table.
@@ -46,6 +51,9 @@ public enum CommandLineInterface {
                               only loopback, where the proxy listens; none: no proxy
                               either; host: the host's network, which lets the agent
                               go around the meter
+      --no-sandbox            run the agent without namespaces or seccomp (a warning
+                              is logged); only when a policy layer names no
+                              run.sandbox.profile other than none
       --ledger FILE           SQLite ledger of every call (default:
                               $XDG_STATE_HOME/mg-run/ledger.sqlite or
                               ~/.local/state/mg-run/ledger.sqlite)
@@ -83,6 +91,9 @@ public enum CommandLineInterface {
         }
         if rest.first == "simulate" {
             return simulate(Array(rest.dropFirst()), logger: logger)
+        }
+        if rest.first == "exec" {
+            return ExecCommand.run(Array(rest.dropFirst()), logger: logger)
         }
         if rest.first == "check" {
             return PolicyCheck.run(Array(rest.dropFirst()))
@@ -164,6 +175,7 @@ public enum CommandLineInterface {
                     throw RunError("invalid --network '\(text)'; use proxy_only (default), none or host")
                 }
                 options.network = mode
+            case "--no-sandbox": options.noSandbox = true
             case "--summary": options.summaryPath = try value(argument)
             case "--audit": options.auditPath = try value(argument)
             case "--max-duration":

@@ -33,6 +33,8 @@ public struct RunOptions: Sendable {
     public var auditPath: String?
     public var maxDurationSeconds: Double?
     public var killGraceSeconds: Double = 5
+    /// --no-sandbox: run the agent without namespaces or seccomp, which the user asked for explicitly.
+    public var noSandbox = false
     public var simulateLatencyMilliseconds = 0
     public var simulateEventDelayMilliseconds = 0
     public var command: [String] = []
@@ -123,7 +125,13 @@ public final class Run: Sendable {
         }
         // A start that fails from here on still ends the run's row, so the next run does not take it for a crash.
         var spawned = false
-        defer { if !spawned { ledger.finish(reason: "failed to start", chargeReserved: false) } }
+        defer {
+            if !spawned {
+                ledger.finish(reason: "failed to start", chargeReserved: false)
+                // The summary file was created empty to find a bad path early; a run that never started has none.
+                if let path = options.summaryPath { unlink(path) }
+            }
+        }
         let clock = Run.clock()
         let governor = Governor(layers: layers, time: clock, ledger: ledger, identity: options.identity, taskID: taskID)
         var audit: AuditLog?
@@ -155,7 +163,13 @@ public final class Run: Sendable {
             self.pauseFromPolicy(reason, for: seconds)
         })
         // With proxy_only, the proxy listens inside the agent's network namespace, where the port is always free.
-        let network = effectiveNetwork(parent: parent, layerNetworks: layers.compactMap { $0.run?.network })
+        let profile: SandboxChoice
+        do {
+            profile = try sandboxChoice(layers, parent: parent)
+        } catch {
+            throw RunError(error.description, exitStatus: error.exitStatus)
+        }
+        let network = try effectiveNetwork(parent: parent, isolation: profile.isolation, layerNetworks: layers.compactMap { $0.run?.network })
         grace.withLock { $0 = ([options.killGraceSeconds] + layers.compactMap { $0.run?.killGraceSeconds }).min() ?? options.killGraceSeconds }
         var hostServer: HTTPServer?
         if network != .proxyOnly {
@@ -181,22 +195,57 @@ public final class Run: Sendable {
             environment.removeValue(forKey: variable)
         }
         let tree: SpawnedTree
-        do {
+        var programPath = options.command[0]
+        var scratchDirectory: String?
+        defer { if let scratchDirectory { rmdir(scratchDirectory) } }
+        do throws(SpawnError) {
             let path = try Spawner.resolve(options.command[0], path: environment["PATH"])
-            // A sub-agent runs under its parent's filter already and may not add one.
-            let seccomp = hasSystemAdministration() ? try SeccompProfile.agentProgram() : nil
-            let cgroup = hasSystemAdministration() ? ControlGroup.create(runID: runID) : nil
+            programPath = path
+            var sandbox = Sandbox(isolation: profile.isolation, network: network, listenPort: Run.sandboxProxyPort)
+            if let seccomp = profile.seccomp {
+                // code:execute: the tree's execs come to mg-run, which asks the policy about interpreters.
+                sandbox.seccomp = try SeccompProfile(name: seccomp.name, rules: seccomp.rules.notifying(["execve", "execveat"])).program()
+                sandbox.seccompListener = true
+            }
+            let cgroup = profile.isolation == .parentSandbox ? nil : ControlGroup.create(runID: runID)
             group.withLock { $0 = cgroup }
             let procs = cgroup?.openProcs() ?? -1
             defer { if procs >= 0 { close(procs) } }
-            tree = try Spawner.spawn(path: path, arguments: options.command, environment: environment, network: network,
-                                     listenPort: Run.sandboxProxyPort, seccomp: seccomp, cgroupProcsFD: procs, limits: Run.resourceLimits(layers),
-                                     readOnly: readOnlyPaths(ledger: ledger))
+            sandbox.cgroupProcsFD = procs
+            sandbox.limits = Run.resourceLimits(layers)
+            sandbox.readOnly = readOnlyPaths(ledger: ledger)
+            if let writable = Run.writablePaths(layers), profile.isolation == .namespaces {
+                // Everything read-only but the listed paths, a private TMPDIR (a tmpfs on an empty directory of
+                // the host's /tmp, which stays visible) and a private /dev/shm.
+                let temporary = "/tmp/mg-run-\(runID)"
+                guard mkdir(temporary, 0o700) == 0 else {
+                    throw SpawnError(description: "cannot create the agent's temporary directory \(temporary): \(String(cString: strerror(errno))); check that /tmp is writable", exitStatus: ExitStatus.internalError)
+                }
+                scratchDirectory = temporary
+                sandbox.readOnlyRoot = true
+                sandbox.writable = writable
+                sandbox.scratch = [temporary] + (writable.contains("/dev/shm") ? [] : ["/dev/shm"])
+                environment["TMPDIR"] = temporary
+            }
+            tree = try Spawner.spawn(path: path, arguments: options.command, environment: environment, sandbox: sandbox)
         } catch {
             hostServer?.stop()
             simulator?.stop()
             throw RunError(error.description, exitStatus: error.exitStatus)
         }
+        var codeMonitor: CodeExecuteMonitor?
+        if tree.listenerFD >= 0 {
+            let settings = layers.compactMap { $0.run?.codeExecute }.reduce(into: CodeExecuteSettings(interpreters: [])) { merged, layer in
+                merged.interpreters += layer.interpreters.filter { !merged.interpreters.contains($0) }
+            }
+            let interpreters = layers.contains { $0.run?.codeExecute != nil } ? settings : CodeExecuteSettings()
+            codeMonitor = CodeExecuteMonitor(listener: tree.listenerFD, settings: interpreters, programPID: tree.programPID,
+                                             programPath: programPath) { [logger, audit] execution in
+                Run.decideCodeExecution(execution, sandbox: profile.seccomp?.name ?? "none", governor: governor, audit: audit, logger: logger)
+            }
+            codeMonitor?.start()
+        }
+        defer { codeMonitor?.stop() }
         let server: HTTPServer
         if let hostServer {
             server = hostServer
@@ -356,6 +405,37 @@ public final class Run: Sendable {
         return Run.readOnlySystemPaths + files.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
     }
 
+    /// Asks the policy about one code:execute: 0 lets the program run, EACCES refuses it.
+    static func decideCodeExecution(_ execution: CodeExecution, sandbox: String, governor: Governor, audit: AuditLog?, logger: Logger) -> Int32 {
+        var call = CallDescriptor(actions: ["code:execute"], model: "", price: ModelPrice(inputPerToken: 0, outputPerToken: 0, maxOutputTokens: 0),
+                                  inputTokensBound: 0, inputTokensEstimate: 0, producesOutput: false)
+        call.code = CodeFacts(language: execution.language, sandbox: sandbox, path: execution.path)
+        var record = AuditRecord(action: "code:execute", model: nil, decision: "allow", reason: "exec \(execution.path) (\(execution.language))")
+        let error: Int32
+        switch governor.admit(call) {
+        case .refuse(let refusal):
+            record.decision = "deny"
+            record.reason = "exec \(execution.path) (\(execution.language)) refused with EACCES: \(refusal.message)"
+            record.status = 403
+            logger.info("code:execute denied", [("path", execution.path), ("language", execution.language), ("reason", refusal.message)])
+            error = EACCES
+        case .admit(let admission):
+            governor.settle(admission.id, cost: .zero, tokens: 0)
+            record.status = 200
+            error = 0
+        }
+        audit?.append(record)
+        return error
+    }
+
+    /// Returns the paths that stay writable under a read-only root: those every layer that sets
+    /// run.sandbox.writable lists (the strictest), or nil when no layer sets it.
+    static func writablePaths(_ layers: [Policy]) -> [String]? {
+        let lists = layers.compactMap { $0.run?.writable }
+        guard let first = lists.first else { return nil }
+        return first.filter { path in lists.allSatisfy { $0.contains(path) } }
+    }
+
     /// Returns the layers' run.sandbox.rlimits as setrlimit arguments, the lowest value of each.
     static func resourceLimits(_ layers: [Policy]) -> [(resource: Int32, value: UInt64)] {
         let resources: [(key: String, resource: Int32, scale: UInt64)] = [
@@ -510,35 +590,78 @@ public final class Run: Sendable {
 
     /// Finds the shipped price table under the executable's install prefix, or in the source tree it was built from.
     static func defaultPricesFile() -> String? {
-        let executable = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+        findShippedFile("prices.yaml")
+    }
+
+    /// Finds a file shipped in profiles/ (`prices.yaml`, `seccomp/agent.seccomp`): under the executable's
+    /// install prefix (share/mg-run), in the source tree it was built from, or under the working directory.
+    static func findShippedFile(_ relativePath: String) -> String? {
+        let binary = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        let executable = URL(fileURLWithPath: binary).resolvingSymlinksInPath()
         var directory = executable.deletingLastPathComponent()
-        var candidates = [directory.appendingPathComponent("../share/mg-run/prices.yaml").path]
+        var candidates = [directory.appendingPathComponent("../share/mg-run/\(relativePath)").path]
         for _ in 0..<5 {
-            candidates.append(directory.appendingPathComponent("profiles/prices.yaml").path)
+            candidates.append(directory.appendingPathComponent("profiles/\(relativePath)").path)
             directory = directory.deletingLastPathComponent()
         }
-        candidates.append(FileManager.default.currentDirectoryPath + "/profiles/prices.yaml")
+        candidates.append(FileManager.default.currentDirectoryPath + "/profiles/\(relativePath)")
         return candidates.first { FileManager.default.fileExists(atPath: $0) }
+    }
+
+    /// The sandbox the tree gets and the seccomp profile it runs under (nil without one).
+    struct SandboxChoice {
+        var isolation: Sandbox.Isolation
+        var seccomp: SeccompProfile?
+    }
+
+    /// Chooses the sandbox: the strictest run.sandbox.profile of the layers (strict, then agent, then none),
+    /// agent by default. A sub-agent stays in its parent's sandbox. `none` and --no-sandbox run without one,
+    /// with a warning, and --no-sandbox conflicts with a layer that names a profile.
+    private func sandboxChoice(_ layers: [Policy], parent: ParentRun?) throws(SpawnError) -> SandboxChoice {
+        let named = layers.compactMap { layer in layer.run?.sandboxProfile.map { (layer.file, $0) } }
+        if options.noSandbox, let (file, profile) = named.first(where: { $0.1 != "none" }) {
+            throw SpawnError(description: "--no-sandbox conflicts with run.sandbox.profile: \(profile) in \(file); remove --no-sandbox, or use a policy that allows running without a sandbox", exitStatus: ExitStatus.usage)
+        }
+        if parent != nil {
+            // Its parent's filter and namespaces confine it already, and forbid new ones.
+            logger.info("this sub-agent runs in its parent's sandbox", [("depth", String((parent?.depth ?? 0) + 1))])
+            return SandboxChoice(isolation: .parentSandbox, seccomp: nil)
+        }
+        let files = Set(named.map(\.1).filter { $0.contains("/") })
+        if files.count > 1 || (files.count == 1 && named.contains(where: { !$0.1.contains("/") && $0.1 != "none" })) {
+            throw SpawnError(description: "the policy layers name different seccomp profiles (\(named.map { "\($0.0): \($0.1)" }.joined(separator: ", "))); keep run.sandbox.profile in one layer", exitStatus: ExitStatus.usage)
+        }
+        let choice = files.first ?? (named.contains { $0.1 == "strict" } ? "strict" : named.contains { $0.1 == "agent" } ? "agent" : named.isEmpty ? "agent" : "none")
+        if options.noSandbox || choice == "none" {
+            logger.warning("running the agent WITHOUT a sandbox, as asked (\(options.noSandbox ? "--no-sandbox" : "run.sandbox.profile: none")): it can reach the network directly and go around the meter")
+            return SandboxChoice(isolation: .none, seccomp: nil)
+        }
+        return SandboxChoice(isolation: .namespaces, seccomp: try SeccompProfile.load(choice))
     }
 
     /// The port the proxy listens on inside the agent's network namespace, where nothing else listens.
     static let sandboxProxyPort: UInt16 = 4480
 
-    /// Returns the network mode the tree gets. A sub-agent stays in its parent's network namespace, which
-    /// already lets it reach only proxies, because it may not create one of its own from its user namespace.
-    private func effectiveNetwork(parent: ParentRun?, layerNetworks: [String]) -> NetworkMode {
-        // The strictest of --network and the layers' run.sandbox.network, in the order none, proxy_only, host.
+    /// Returns the network mode the tree gets: the strictest of --network and the layers' run.sandbox.network,
+    /// in the order none, proxy_only, host. A sub-agent stays in its parent's network namespace, which lets
+    /// it reach only its parent's proxies; a run without a sandbox uses the host's network.
+    private func effectiveNetwork(parent: ParentRun?, isolation: Sandbox.Isolation, layerNetworks: [String]) throws(RunError) -> NetworkMode {
         let order: [NetworkMode] = [.none, .proxyOnly, .host]
         let requested = ([options.network].compactMap { $0 } + layerNetworks.compactMap(NetworkMode.init(rawValue:)))
             .min { order.firstIndex(of: $0)! < order.firstIndex(of: $1)! } ?? .proxyOnly
-        if requested == .host {
-            logger.warning("network host: the agent can reach the network directly, so its calls can go around the meter")
-        }
-        if requested != .host && (parent != nil || !hasSystemAdministration()) {
-            logger.info("this run shares the network namespace it was started in", [("requested", requested.rawValue)])
+        switch isolation {
+        case .parentSandbox:
             return .host
+        case .none:
+            return .host
+        case .namespaces:
+            if requested == .host {
+                logger.warning("network host: the agent can reach the network directly, so its calls can go around the meter")
+            } else if !hasSystemAdministration() {
+                throw RunError("network \(requested.rawValue) needs root (CAP_SYS_ADMIN) to open the proxy inside the agent's network namespace; run mg-run as root, or pass --network host to let the agent use the host's network", exitStatus: ExitStatus.internalError)
+            }
+            return requested
         }
-        return requested
     }
 
     /// Returns the agent id the ledger records this run under. A sub-agent's calls are also recorded by its

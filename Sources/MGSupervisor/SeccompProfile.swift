@@ -1,55 +1,70 @@
 import CSeccomp
 import Foundation
+import MGPolicy
 
-/// The seccomp filter the agent runs under, compiled here in mg-run and installed by the tree's
-/// init last, just before exec.
+/// A seccomp profile from `profiles/seccomp/NAME.seccomp`, compiled here in mg-run and installed by the
+/// tree's init last, just before exec.
 ///
-/// This is a deny list over a default of allow. The system calls that reach past the namespaces
-/// (ptrace, mount, unshare, setns, clone with namespace flags, bpf, kexec, keyrings, module loading,
-/// io_uring) fail with EPERM.
-/// `seccomp` and `prctl(PR_SET_SECCOMP)` fail, so no later filter can loosen this one. `clone3`
-/// fails with ENOSYS, so that glibc falls back to `clone`. System calls of another architecture
-/// (i386 through int 0x80) and of the x32 ABI fail with ENOSYS.
-/// NOTE: the agent profile should become a deny-by-default allow list, with a tighter strict profile.
-enum SeccompProfile {
-    static let denied = [
-        "ptrace", "process_vm_readv", "process_vm_writev", "kcmp",
-        "mount", "umount2", "pivot_root", "chroot", "unshare", "setns",
-        "fsopen", "fsconfig", "fsmount", "fspick", "move_mount", "open_tree", "mount_setattr",
-        "bpf", "perf_event_open", "userfaultfd",
-        "kexec_load", "kexec_file_load", "reboot", "swapon", "swapoff", "acct", "quotactl",
-        "keyctl", "add_key", "request_key",
-        "init_module", "finit_module", "delete_module",
-        "io_uring_setup", "io_uring_enter", "io_uring_register",
-        "open_by_handle_at", "name_to_handle_at", "lookup_dcookie", "syslog",
-        "seccomp",
-    ]
+/// The shipped profiles are allow lists over a default of ENOSYS: `agent` for agents, `strict` for
+/// `mg-run exec` and `run.sandbox.profile: strict`. Whatever a profile contains, system calls of another
+/// architecture (i386 through int 0x80) and of the x32 ABI fail with ENOSYS.
+struct SeccompProfile {
+    /// The profile's name, or the path it was read from.
+    var name: String
+    var rules: SeccompRules
 
-    /// CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID and NEWNET.
-    static let namespaceFlags: [UInt64] = [0x0002_0000, 0x0200_0000, 0x0400_0000, 0x0800_0000, 0x1000_0000, 0x2000_0000, 0x4000_0000]
+    /// The names `run.sandbox.profile` and `--profile` accept besides a path.
+    static let shippedNames = ["agent", "strict"]
 
-    /// Returns the BPF program of the agent profile.
-    static func agentProgram() throws(SpawnError) -> [UInt8] {
-        guard let context = seccomp_init(0x7fff_0000) else {  // SCMP_ACT_ALLOW
-            throw SpawnError(description: "cannot build the seccomp filter: seccomp_init failed", exitStatus: 70)
+    /// Loads the profile `name` (agent, strict) from the shipped profiles, or from the file `name` when it contains a slash.
+    static func load(_ name: String) throws(SpawnError) -> SeccompProfile {
+        let path: String
+        if name.contains("/") {
+            path = name
+        } else {
+            guard shippedNames.contains(name) else {
+                throw SpawnError(description: "unknown sandbox profile '\(name)'; use \(shippedNames.joined(separator: ", ")), or the path of a .seccomp file", exitStatus: 2)
+            }
+            guard let found = Run.findShippedFile("seccomp/\(name).seccomp") else {
+                throw SpawnError(description: "cannot find the seccomp profile seccomp/\(name).seccomp beside prices.yaml; reinstall mg-run or run it from its source tree (profiles/seccomp/)", exitStatus: 70)
+            }
+            path = found
+        }
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw SpawnError(description: "cannot read the seccomp profile \(path); check that it exists and is readable", exitStatus: 2)
+        }
+        do {
+            return SeccompProfile(name: name, rules: try SeccompRules.parse(text))
+        } catch {
+            throw SpawnError(description: "invalid seccomp profile \(path): \(error.description)", exitStatus: 2)
+        }
+    }
+
+    /// Returns the BPF program (struct sock_filter[]) of the profile.
+    func program() throws(SpawnError) -> [UInt8] {
+        guard let context = seccomp_init(SeccompProfile.libseccompAction(rules.defaultAction)) else {
+            throw SpawnError(description: "cannot build the seccomp filter of profile \(name): seccomp_init failed", exitStatus: 70)
         }
         defer { seccomp_release(context) }
-        let enosys = mg_seccomp_errno(ENOSYS)
-        var failed: String?
-        if seccomp_attr_set(context, SCMP_FLTATR_ACT_BADARCH, enosys) != 0 { failed = "the action for foreign architectures" }
-        for name in denied where failed == nil {
-            if mg_seccomp_rule(context, name, mg_seccomp_errno(EPERM)) != 0 { failed = name }
+        if seccomp_attr_set(context, SCMP_FLTATR_ACT_BADARCH, mg_seccomp_errno(ENOSYS)) != 0 {
+            throw SpawnError(description: "cannot build the seccomp filter of profile \(name): libseccomp rejected the action for foreign architectures; update libseccomp", exitStatus: 70)
         }
-        if failed == nil, mg_seccomp_rule(context, "clone3", enosys) != 0 { failed = "clone3" }
-        if failed == nil, mg_seccomp_rule_first_argument(context, "prctl", mg_seccomp_errno(EPERM), UInt64(PR_SET_SECCOMP)) != 0 {
-            failed = "prctl(PR_SET_SECCOMP)"
-        }
-        // clone with a namespace flag does what unshare does; a sub-agent's mg-run then runs without namespaces.
-        for flag in SeccompProfile.namespaceFlags where failed == nil {
-            if mg_seccomp_rule_first_argument_has_bit(context, "clone", mg_seccomp_errno(EPERM), flag) != 0 { failed = "clone with namespace flags" }
-        }
-        if let failed {
-            throw SpawnError(description: "cannot build the seccomp filter: libseccomp rejected the rule for \(failed)", exitStatus: 70)
+        // libseccomp refuses a rule whose action is the default one; such a rule only documents the profile.
+        for rule in rules.rules where rule.action != rules.defaultAction {
+            let action = SeccompProfile.libseccompAction(rule.action)
+            let comparisons: [(Int32, Int32, UInt64, UInt64)] = rule.anyOf.isEmpty ? [(-1, 0, 0, 0)] : rule.anyOf.map { condition in
+                switch condition.comparison {
+                case .equal(let value): (Int32(condition.argument), Int32(SCMP_CMP_EQ.rawValue), value, 0)
+                case .notEqual(let value): (Int32(condition.argument), Int32(SCMP_CMP_NE.rawValue), value, 0)
+                case .maskedEqual(let mask, let value): (Int32(condition.argument), Int32(SCMP_CMP_MASKED_EQ.rawValue), mask, value)
+                }
+            }
+            for (argument, operation, first, second) in comparisons {
+                let result = mg_seccomp_rule_compare(context, rule.systemCall, action, argument, operation, first, second)
+                if result != 0 {
+                    throw SpawnError(description: "seccomp profile \(name), line \(rule.line): libseccomp rejected the rule for \(rule.systemCall): \(String(cString: strerror(-result))); check that the rule does not conflict with another for the same system call", exitStatus: 2)
+                }
+            }
         }
         let fd = mg_seccomp_export(context)
         guard fd >= 0 else {
@@ -63,5 +78,13 @@ enum SeccompProfile {
             throw SpawnError(description: "cannot read the exported seccomp filter back", exitStatus: 70)
         }
         return program
+    }
+
+    private static func libseccompAction(_ action: SeccompRules.Action) -> UInt32 {
+        switch action {
+        case .allow: 0x7fff_0000  // SCMP_ACT_ALLOW
+        case .errno(let value): mg_seccomp_errno(value)
+        case .notify: mg_seccomp_notify_action()
+        }
     }
 }

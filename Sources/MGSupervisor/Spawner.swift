@@ -16,6 +16,42 @@ struct SpawnedTree {
     var listenFD: Int32
     /// The egress proxy's listening socket there, or -1.
     var egressFD: Int32
+    /// The seccomp listener for the profile's notify rules (code:execute), or -1.
+    var listenerFD: Int32 = -1
+    /// With a listener: the program's process, in mg-run's PID namespace.
+    var programPID: pid_t = 0
+}
+
+/// How the tree is confined; `Spawner.spawn` sets it up or fails, and never falls back to less.
+struct Sandbox {
+    enum Isolation {
+        /// New PID, mount, IPC, UTS (and network) namespaces, with the read-only paths and the seccomp filter.
+        case namespaces
+        /// The caller's namespaces: a sub-agent inside its parent's sandbox, which already confines it.
+        case parentSandbox
+        /// No sandbox, because the user asked for none (--no-sandbox, run.sandbox.profile: none).
+        case none
+    }
+
+    var isolation = Isolation.namespaces
+    var network = NetworkMode.host
+    /// With proxy_only, the port the proxy listens on inside the namespace; the egress proxy takes the next one.
+    var listenPort: UInt16 = 0
+    var seccomp: [UInt8]?
+    /// Whether the filter has notify rules, whose listener comes back in `SpawnedTree.listenerFD`.
+    var seccompListener = false
+    var cgroupProcsFD: Int32 = -1
+    var limits: [(resource: Int32, value: UInt64)] = []
+    var readOnly: [String] = []
+    /// Whether every mount is read-only but `writable` and `scratch`.
+    var readOnlyRoot = false
+    /// Host paths that stay writable under a read-only root (`run.sandbox.writable`).
+    var writable: [String] = []
+    /// Paths that get a fresh, private tmpfs under a read-only root, such as /tmp.
+    var scratch: [String] = []
+    var scratchBytes: UInt64 = 256 << 20
+    /// The program's working directory; nil keeps mg-run's.
+    var directory: String?
 }
 
 /// Network reach of the agent, from `run.sandbox.network`.
@@ -52,14 +88,18 @@ enum Spawner {
 
     /// Starts the tree. Must run on a thread that lives as long as the run,
     /// because the init is killed when the thread that cloned it exits (PR_SET_PDEATHSIG).
-    /// With `network` other than host, the tree gets a network namespace. With `listenPort`, the proxy's
+    /// With a network other than host, the tree gets a network namespace. With `listenPort`, the proxy's
     /// socket is also opened inside it, on 127.0.0.1, before the program starts.
-    static func spawn(path: String, arguments: [String], environment: [String: String], network: NetworkMode = .host,
-                      listenPort: UInt16 = 0, seccomp: [UInt8]? = nil, cgroupProcsFD: Int32 = -1,
-                      limits: [(resource: Int32, value: UInt64)] = [], readOnly: [String] = []) throws(SpawnError) -> SpawnedTree {
+    static func spawn(path: String, arguments: [String], environment: [String: String], sandbox: Sandbox) throws(SpawnError) -> SpawnedTree {
         let argv = CStringArray(arguments)
-        let readOnlyPaths = CStringArray(readOnly)
-        defer { readOnlyPaths.free() }
+        let readOnlyPaths = CStringArray(sandbox.readOnly)
+        let writablePaths = CStringArray(sandbox.writable)
+        let scratchPaths = CStringArray(sandbox.scratch)
+        defer {
+            readOnlyPaths.free()
+            writablePaths.free()
+            scratchPaths.free()
+        }
         let envp = CStringArray(environment.map { "\($0.key)=\($0.value)" }.sorted())
         defer {
             argv.free()
@@ -67,24 +107,50 @@ enum Spawner {
         }
 
         var result = mg_spawn_result()
-        let program = seccomp ?? []
-        let resources = limits.map(\.resource)
-        let values = limits.map { CUnsignedLongLong($0.value) }
+        let program = sandbox.seccomp ?? []
+        let resources = sandbox.limits.map(\.resource)
+        let values = sandbox.limits.map { CUnsignedLongLong($0.value) }
+        let namespaces = sandbox.isolation == .namespaces
+        let network = namespaces ? sandbox.network : .host
         let error: Int32 = path.withCString { pathPointer in
             program.withUnsafeBytes { filter in resources.withUnsafeBufferPointer { resourcePointer in values.withUnsafeBufferPointer { valuePointer in
-                var config = mg_spawn_config(path: pathPointer, argv: argv.pointer, envp: envp.pointer, directory: nil,
-                                             new_user_namespace: hasSystemAdministration() ? 0 : 1,
-                                             new_network_namespace: network == .host ? 0 : 1, listen_port: network == .proxyOnly ? listenPort : 0,
-                                             egress_port: network == .proxyOnly ? listenPort + 1 : 0,
-                                             cgroup_procs_fd: cgroupProcsFD, read_only: readOnly.isEmpty ? nil : readOnlyPaths.pointer,
-                                             rlimit_resources: resourcePointer.baseAddress, rlimit_values: valuePointer.baseAddress,
-                                             rlimit_count: Int32(limits.count),
-                                             seccomp_program: seccomp == nil ? nil : filter.baseAddress, seccomp_program_bytes: UInt32(filter.count))
-                return mg_spawn(&config, &result)
+                withOptionalCString(sandbox.directory) { directory in
+                    var config = mg_spawn_config(path: pathPointer, argv: argv.pointer, envp: envp.pointer, directory: directory,
+                                                 new_user_namespace: namespaces && !hasSystemAdministration() ? 1 : 0,
+                                                 new_network_namespace: network == .host ? 0 : 1,
+                                                 listen_port: network == .proxyOnly ? sandbox.listenPort : 0,
+                                                 egress_port: network == .proxyOnly ? sandbox.listenPort + 1 : 0,
+                                                 cgroup_procs_fd: sandbox.cgroupProcsFD,
+                                                 read_only: sandbox.readOnly.isEmpty || !namespaces ? nil : readOnlyPaths.pointer,
+                                                 rlimit_resources: resourcePointer.baseAddress, rlimit_values: valuePointer.baseAddress,
+                                                 rlimit_count: Int32(sandbox.limits.count),
+                                                 seccomp_program: sandbox.seccomp == nil ? nil : filter.baseAddress,
+                                                 seccomp_program_bytes: UInt32(filter.count),
+                                                 seccomp_listener: sandbox.seccomp != nil && sandbox.seccompListener ? 1 : 0,
+                                                 without_namespaces: namespaces ? 0 : 1,
+                                                 read_only_root: namespaces && sandbox.readOnlyRoot ? 1 : 0,
+                                                 writable: writablePaths.pointer, scratch: scratchPaths.pointer,
+                                                 scratch_bytes: CUnsignedLongLong(sandbox.scratchBytes))
+                    return mg_spawn(&config, &result)
+                }
             } } }
         }
         if error != 0 {
-            throw SpawnError(description: "cannot start the process tree: clone with a new PID namespace failed: \(String(cString: strerror(error))); mg-run needs root or unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1)", exitStatus: 70)
+            throw SpawnError(description: "cannot set up the sandbox: clone with new PID, mount, IPC and UTS namespaces failed: \(String(cString: strerror(error))); run mg-run as root or enable unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1), or pass --no-sandbox to run the agent without a sandbox", exitStatus: 70)
+        }
+
+        // The program sends its seccomp listener just before its exec, which waits for an answer on it.
+        var listener: Int32 = -1
+        var programPID: pid_t = 0
+        if result.notify_fd >= 0 {
+            listener = mg_receive_descriptor(result.notify_fd)
+            close(result.notify_fd)
+            // Only the program is under the filter yet, so the first notification is its own exec, which mg-run started.
+            var first = mg_notification()
+            if listener >= 0, mg_notify_receive(listener, 10_000, &first) == 1 {
+                programPID = first.pid
+                _ = mg_notify_respond(listener, first.id, 0)
+            }
         }
 
         // EOF means exec succeeded. Otherwise 8 bytes carry the failed stage and its errno.
@@ -92,6 +158,7 @@ enum Spawner {
         let got = withUnsafeMutableBytes(of: &report) { buffer in readFully(result.error_fd, buffer) }
         close(result.error_fd)
         if got == 8 {
+            if listener >= 0 { close(listener) }
             var status: Int32 = 0
             waitpid(result.init_pid, &status, 0)
             close(result.status_fd)
@@ -105,7 +172,9 @@ enum Spawner {
             case Int32(MG_SPAWN_STAGE_SECCOMP):
                 throw SpawnError(description: "cannot install the seccomp filter before running \(path): \(reason)", exitStatus: 70)
             case Int32(MG_SPAWN_STAGE_READ_ONLY):
-                throw SpawnError(description: "cannot make /proc/sys and /sys read-only for the process tree: \(reason)", exitStatus: 70)
+                throw SpawnError(description: "cannot set up the sandbox: mounting a private /run and read-only /proc/sys, /sys and system directories failed: \(reason)", exitStatus: 70)
+            case Int32(MG_SPAWN_STAGE_SCRATCH):
+                throw SpawnError(description: "cannot set up the sandbox: making the file system read-only, with \((sandbox.writable + sandbox.scratch).joined(separator: ", ")) writable, failed: \(reason); check that every run.sandbox.writable path exists (a read-only root needs Linux 5.12 or later)", exitStatus: 70)
             case Int32(MG_SPAWN_STAGE_CAPABILITIES):
                 throw SpawnError(description: "cannot drop capabilities before running \(path): \(reason); mg-run needs CAP_SETPCAP (root) for its sandbox", exitStatus: 70)
             case Int32(MG_SPAWN_STAGE_PROC):
@@ -115,7 +184,8 @@ enum Spawner {
             }
         }
 
-        return SpawnedTree(initPID: result.init_pid, statusFD: result.status_fd, listenFD: result.listen_fd, egressFD: result.egress_fd)
+        return SpawnedTree(initPID: result.init_pid, statusFD: result.status_fd, listenFD: result.listen_fd, egressFD: result.egress_fd,
+                           listenerFD: listener, programPID: programPID)
     }
 
     /// Reads until the buffer is full or EOF; returns the byte count.
@@ -129,6 +199,12 @@ enum Spawner {
         }
         return offset
     }
+}
+
+/// Calls `body` with a C string of `text`, or with nil.
+func withOptionalCString<Result>(_ text: String?, _ body: (UnsafePointer<CChar>?) -> Result) -> Result {
+    guard let text else { return body(nil) }
+    return text.withCString { body($0) }
 }
 
 /// A NULL-terminated array of C strings, for argv and envp.

@@ -70,9 +70,15 @@ private func restrictions(_ yaml: String) throws -> TimeRestrictions {
               kill_grace_seconds: 2
               sandbox:
                 network: none
+                profile: strict
+                writable: [/srv/work, /tmp]
                 rlimits: {cpu_seconds: 60, memory_mb: 512, open_files: 256, file_size_mb: 10}
+              code_execute: {interpreters: [python3, node]}
             rules: [{action: x}]
             """, file: "r.yaml")
+        #expect(policy.run?.sandboxProfile == "strict")
+        #expect(policy.run?.writable == ["/srv/work", "/tmp"])
+        #expect(policy.run?.codeExecute == CodeExecuteSettings(interpreters: ["python3", "node"]))
         #expect(policy.run?.maxDurationSeconds == 1_800)
         #expect(policy.run?.killGraceSeconds == 2)
         #expect(policy.run?.network == "none")
@@ -81,14 +87,16 @@ private func restrictions(_ yaml: String) throws -> TimeRestrictions {
 
     @Test func unenforcedKeysAreNotSupportedYet() {
         do {
-            _ = try PolicyLoader.parse(text: "run:\n  on_trip: pause\n  max_duration: 5x\n  sandbox: {profile: strict, rlimits: {processes: 10}}\n", file: "r.yaml")
+            _ = try PolicyLoader.parse(text: "run:\n  on_trip: pause\n  max_duration: 5x\n  sandbox: {profile: strictest, writable: [work], rlimits: {processes: 10}}\n  code_execute: {interpreters: [/usr/bin/python3]}\n", file: "r.yaml")
             Issue.record("expected errors")
         } catch {
             let found = error.errors.map(\.description)
-            #expect(found.count == 4)
+            #expect(found.count == 6)
             #expect(found.contains { $0.contains("run.on_trip: is not supported yet") })
             #expect(found.contains { $0.contains("invalid duration '5x'") })
-            #expect(found.contains { $0.contains("run.sandbox.profile: is not supported yet") })
+            #expect(found.contains { $0.contains("run.sandbox.profile: unknown profile 'strictest'; use agent, strict, none, or the path of a .seccomp file") })
+            #expect(found.contains { $0.contains("run.sandbox.writable: 'work' is not an absolute path") })
+            #expect(found.contains { $0.contains("run.code_execute.interpreters: '/usr/bin/python3' is not a program name") })
             #expect(found.contains { $0.contains("run.sandbox.rlimits.processes: is not supported yet") })
         }
     }

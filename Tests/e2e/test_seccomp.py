@@ -24,6 +24,10 @@ seen = {
     # clone(CLONE_NEWUSER | SIGCHLD) and clone(CLONE_NEWNET | SIGCHLD): the child, if any, exits at once.
     "clone_newuser": call(56, 0x10000000 | 17, 0, 0, 0, 0),
     "clone_newnet": call(56, 0x40000000 | 17, 0, 0, 0, 0),
+    "sethostname": call(170, 0, 0),
+    # Not in the agent profile's allow list, so they look unimplemented; the host kernel has both.
+    "remap_file_pages": call(216, 0, 0, 0, 0, 0),
+    "process_madvise": call(440, -1, 0, 0, 0, 0),
 }
 results = []
 thread = threading.Thread(target=lambda: results.append("ran"))
@@ -51,5 +55,8 @@ def test_filter_denies_escapes_and_keeps_python_working(tmp_path):
     assert seen["mount"] == [-1, EPERM]
     assert seen["clone_newuser"] == [-1, EPERM]
     assert seen["clone_newnet"] == [-1, EPERM]
+    assert seen["sethostname"] == [-1, EPERM]
+    assert seen["remap_file_pages"] == [-1, ENOSYS]
+    assert seen["process_madvise"] == [-1, ENOSYS]
     assert seen["thread"] == ["ran"]
     assert seen["getaddrinfo"] is True

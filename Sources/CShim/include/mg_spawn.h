@@ -20,6 +20,13 @@ struct mg_spawn_config {
     int rlimit_count;
     const void *_Nullable seccomp_program;  // a BPF program (struct sock_filter[]) installed last, or NULL
     unsigned int seccomp_program_bytes;
+    int seccomp_listener;                   // 1 when the program has notify rules: its listener descriptor comes back on notify_fd
+    int without_namespaces;                 // 1 to start the tree in the caller's namespaces: inside a parent run's sandbox,
+                                            // or unsandboxed when asked (--no-sandbox); the program gets a process group of its own
+    int read_only_root;                     // 1 to make every mount read-only, then the paths below writable
+    char *const _Nullable *_Nullable writable;  // NULL-terminated host paths that stay writable with read_only_root
+    char *const _Nullable *_Nullable scratch;   // NULL-terminated paths that get a fresh, private tmpfs with read_only_root
+    unsigned long long scratch_bytes;       // the size of each scratch tmpfs
 };
 
 struct mg_spawn_result {
@@ -28,6 +35,7 @@ struct mg_spawn_result {
     int error_fd;    // read end: EOF once exec succeeded, or 8 bytes {stage, errno}
     int listen_fd;   // the listening socket inside the network namespace, or -1
     int egress_fd;   // the egress proxy's listening socket there, or -1
+    int notify_fd;   // with seccomp_listener: a Unix socket that carries the seccomp listener (SCM_RIGHTS), else -1
 };
 
 // Stages reported on error_fd.
@@ -40,9 +48,13 @@ enum {
     MG_SPAWN_STAGE_READ_ONLY = 6,
     MG_SPAWN_STAGE_SECCOMP = 7,
     MG_SPAWN_STAGE_RLIMITS = 8,
+    MG_SPAWN_STAGE_SCRATCH = 9,
 };
 
-// Starts a small init in new PID and mount namespaces (and a user namespace if
+// Receives one descriptor sent with SCM_RIGHTS on `socket`; returns it, or -1 (EOF: the sender died first).
+int mg_receive_descriptor(int socket);
+
+// Starts a small init in new PID, mount, IPC and UTS namespaces (and a user namespace if
 // asked) that mounts a /proc of its own, runs the program, forwards signals to
 // it and reaps orphans. The private /proc shows only the tree's processes, so
 // the program cannot read the environment of mg-run's parents. SIGKILL to

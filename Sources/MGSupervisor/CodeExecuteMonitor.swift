@@ -1,0 +1,227 @@
+import CShim
+import Foundation
+import MGPolicy
+import Synchronization
+
+/// One program the agent requested to execute, as mg-run read it from the process's memory.
+struct CodeExecution: Sendable {
+    /// The path as the process passed it to execve, or resolved from its descriptor for fexecve.
+    var path: String
+    /// The interpreter that will run: the program itself, or a script's `#!` interpreter.
+    var interpreter: String
+    var language: String
+    /// The calling process, in mg-run's PID namespace.
+    var pid: pid_t
+}
+
+/// Decides the tree's execve and execveat calls, which its seccomp filter hands to mg-run as user
+/// notifications. An interpreter named in `run.code_execute.interpreters` is a `code:execute` action that
+/// the policy allows or denies (EACCES) before it runs. Every other program runs without a decision.
+///
+/// One code execution is one action: whatever an admitted interpreter process and its descendants execute
+/// afterwards (a pyenv shim's helpers and the real python, a script's subprocesses) is part of it. So is
+/// the agent's own start: while the program mg-run started is still a script (a wrapper such as a pyenv
+/// shim), nothing it runs is counted. Neither is a sub-agent's mg-run starting its program, which the
+/// parent allowed as delegate:spawn.
+///
+/// What it sees: each exec of an interpreter, directly or through a script's `#!` line. What it cannot
+/// see: code run inside an interpreter that is already running (eval, a REPL fed on stdin, a loaded
+/// module). A hostile agent could also rewrite the path in its memory between the check and the exec
+/// (another thread of it), so this is a meter of code execution; the sandbox is the boundary.
+final class CodeExecuteMonitor: Sendable {
+    private let listener: Int32
+    private let settings: CodeExecuteSettings
+    private let decide: @Sendable (CodeExecution) -> Int32
+    private let running = Mutex(true)
+    private let programPID: pid_t
+    /// Only the serving thread touches it.
+    private struct State {
+        /// Whether the program mg-run started still runs a script, and so is still starting.
+        var starting: Bool
+        /// Processes of admitted code executions, by pid, with their start time against pid reuse.
+        var admitted: [pid_t: UInt64] = [:]
+        /// The last refusal of each process: its start time and the interpreter. execvp tries the next PATH
+        /// directory after EACCES, and that try is the same request, refused again without a new decision.
+        var refused: [pid_t: (started: UInt64, interpreter: String)] = [:]
+    }
+    private let state: Mutex<State>
+
+    /// `decide` returns 0 to let the program run, or the errno its exec fails with. `programPath` is the
+    /// program mg-run started as `programPID`.
+    init(listener: Int32, settings: CodeExecuteSettings, programPID: pid_t, programPath: String,
+         decide: @escaping @Sendable (CodeExecution) -> Int32) {
+        self.listener = listener
+        self.settings = settings
+        self.decide = decide
+        self.programPID = programPID
+        self.state = Mutex(State(starting: CodeExecuteSettings.shebangInterpreter(CodeExecuteMonitor.head(of: programPath)) != nil))
+    }
+
+    func start() {
+        let thread = Thread { [self] in serve() }
+        thread.name = "mg-run code:execute"
+        thread.start()
+    }
+
+    /// Stops the serving thread. Execs still waiting then fail with ENOSYS when the listener closes.
+    func stop() {
+        running.withLock { $0 = false }
+    }
+
+    /// mg-run's own executable, which a sub-agent's mg-run runs too.
+    static let ownBinary = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+
+    /// AT_EMPTY_PATH: execveat of the descriptor itself (fexecve).
+    static let emptyPathFlag: UInt64 = 0x1000
+
+    private func serve() {
+        defer { close(listener) }
+        while running.withLock({ $0 }) {
+            var notification = mg_notification()
+            let got = mg_notify_receive(listener, 250, &notification)
+            if got < 0 { return }  // every process under the filter has exited
+            if got == 0 { continue }
+            answer(notification)
+        }
+    }
+
+    private func answer(_ notification: mg_notification) {
+        let pid = notification.pid
+        var directoryFD = Int32(AT_FDCWD)
+        var pathAddress = notification.arguments.0
+        var flags: UInt64 = 0
+        if notification.system_call == mg_system_call_execveat() {
+            directoryFD = Int32(truncatingIfNeeded: notification.arguments.0)
+            pathAddress = notification.arguments.1
+            flags = notification.arguments.4
+        }
+        let requestedPath = CodeExecuteMonitor.readString(pid: pid, address: pathAddress) ?? ""
+        // What the kernel will run, as seen from mg-run: through the process's own root, cwd and descriptors.
+        let hostPath: String
+        var shownPath = requestedPath
+        if requestedPath.isEmpty && flags & CodeExecuteMonitor.emptyPathFlag != 0 {
+            hostPath = "/proc/\(pid)/fd/\(directoryFD)"
+            shownPath = (try? FileManager.default.destinationOfSymbolicLink(atPath: hostPath)) ?? requestedPath
+        } else if requestedPath.hasPrefix("/") {
+            hostPath = "/proc/\(pid)/root\(requestedPath)"
+        } else {
+            let base = directoryFD == Int32(AT_FDCWD) ? "/proc/\(pid)/cwd" : "/proc/\(pid)/fd/\(directoryFD)"
+            hostPath = "\(base)/\(requestedPath)"
+            if let directory = try? FileManager.default.destinationOfSymbolicLink(atPath: base) { shownPath = "\(directory)/\(requestedPath)" }
+        }
+        // execvp tries every PATH directory in turn, and an exec of a missing file runs nothing.
+        guard access(hostPath, X_OK) == 0 else {
+            _ = mg_notify_respond(listener, notification.id, 0)
+            return
+        }
+        let script = CodeExecuteSettings.shebangInterpreter(CodeExecuteMonitor.head(of: hostPath))
+        var interpreter = settings.interpreter(of: shownPath)
+        if interpreter == nil, let script {
+            interpreter = settings.interpreter(of: script)
+        }
+        // The memory read above belongs to this call only if it is still waiting.
+        guard mg_notify_valid(listener, notification.id) == 1 else { return }
+        let ancestors = CodeExecuteMonitor.ancestors(of: pid, upTo: programPID)
+        // A sub-agent's mg-run starting its program: the parent's delegate:spawn check governs that start,
+        // and the sub-agent's own code executions are counted like any other.
+        let nestedStart = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")) == CodeExecuteMonitor.ownBinary
+        let counted = !nestedStart && state.withLock { state -> Bool in
+            if pid == programPID && state.starting {
+                // The program's own next exec: still a wrapper script, or the real program now.
+                state.starting = script != nil
+                return false
+            }
+            if state.starting && ancestors.contains(programPID) { return false }
+            let inside = ([pid] + ancestors).contains { candidate in
+                guard let started = state.admitted[candidate] else { return false }
+                return CodeExecuteMonitor.startTime(of: candidate) == started
+            }
+            return !inside && interpreter != nil
+        }
+        var error: Int32 = 0
+        if counted, let interpreter {
+            let started = CodeExecuteMonitor.startTime(of: pid)
+            let repeated = state.withLock { state in
+                state.refused[pid].map { $0.started == started && $0.interpreter == interpreter } ?? false
+            }
+            if repeated {
+                error = EACCES
+            } else {
+                error = decide(CodeExecution(path: shownPath, interpreter: interpreter, language: CodeExecuteSettings.language(of: interpreter), pid: pid))
+            }
+            if let started {
+                state.withLock { state in
+                    if state.admitted.count + state.refused.count > 4096 {
+                        state.admitted = state.admitted.filter { CodeExecuteMonitor.startTime(of: $0.key) == $0.value }
+                        state.refused = state.refused.filter { CodeExecuteMonitor.startTime(of: $0.key) == $0.value.started }
+                    }
+                    if error == 0 {
+                        state.admitted[pid] = started
+                    } else {
+                        state.refused[pid] = (started, interpreter)
+                    }
+                }
+            }
+        }
+        _ = mg_notify_respond(listener, notification.id, error)
+    }
+
+    /// Reads field `index` (1-based, as in proc(5)) of /proc/PID/stat, whose process name may contain spaces.
+    private static func statField(_ pid: pid_t, _ index: Int) -> UInt64? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = text.lastIndex(of: ")") else { return nil }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        // fields[0] is field 3 (state).
+        guard index >= 3, fields.count > index - 3 else { return nil }
+        return UInt64(fields[index - 3])
+    }
+
+    static func startTime(of pid: pid_t) -> UInt64? {
+        statField(pid, 22)
+    }
+
+    /// Returns the parent, grandparent and so on of `pid`, up to and including `top` (or to PID 1).
+    static func ancestors(of pid: pid_t, upTo top: pid_t) -> [pid_t] {
+        var chain: [pid_t] = []
+        var current = pid
+        while chain.count < 256, let parent = statField(current, 4).map({ pid_t($0) }), parent > 1 {
+            chain.append(parent)
+            if parent == top { break }
+            current = parent
+        }
+        return chain
+    }
+
+    /// Reads a NUL-terminated string of at most 4096 bytes (PATH_MAX) from another process's memory.
+    static func readString(pid: pid_t, address: UInt64) -> String? {
+        let fd = open("/proc/\(pid)/mem", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var offset = address
+        while bytes.count < 4096 {
+            // Reads up to the end of the page, so a string that ends just before an unmapped page is still read.
+            let chunk = Int(4096 - offset % 4096)
+            var buffer = [UInt8](repeating: 0, count: chunk)
+            let got = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, chunk, off_t(Int64(bitPattern: offset))) }
+            guard got > 0 else { return nil }
+            if let end = buffer[0..<got].firstIndex(of: 0) {
+                bytes += buffer[0..<end]
+                return String(decoding: bytes, as: UTF8.self)
+            }
+            bytes += buffer[0..<got]
+            offset += UInt64(got)
+        }
+        return nil
+    }
+
+    /// Returns the first 256 bytes of a file, for its `#!` line, or none when it cannot be read.
+    static func head(of path: String) -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        guard fd >= 0 else { return [] }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 256)
+        let got = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, 256) }
+        return got > 0 ? Array(buffer[0..<got]) : []
+    }
+}

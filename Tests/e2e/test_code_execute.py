@@ -1,0 +1,202 @@
+"""code:execute: the tree's execs of interpreters are governed before they run (seccomp user
+notification), and `mg-run exec` runs one program in a throwaway strict sandbox."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+from conftest import MG_RUN, run_mg
+
+LOOP = r"""
+import json, subprocess
+outcomes = []
+for index in range(12):
+    try:
+        done = subprocess.run(["python3", "-c", f"print({index})"], capture_output=True, text=True)
+        outcomes.append(done.stdout.strip())
+    except PermissionError as error:
+        outcomes.append(f"errno {error.errno}")
+# The agent keeps running after a refused exec.
+print(json.dumps(outcomes))
+"""
+
+
+def test_eleventh_and_twelfth_interpreter_runs_fail_with_eacces(tmp_path):
+    policy = 'rules:\n  - action: "llm:*"\n  - action: "code:execute"\n    rate_limit: {max_per_hour: 10}\n'
+    result = run_mg(tmp_path, policy, LOOP, "--upstream", "simulate")
+    assert result.returncode == 0, result.stderr
+    outcomes = json.loads(result.stdout)
+    assert outcomes == [str(index) for index in range(10)] + ["errno 13", "errno 13"]
+    executions = [entry for entry in result.audit if entry["action"] == "code:execute"]
+    assert [entry["decision"] for entry in executions] == ["allow"] * 10 + ["deny"] * 2
+    assert "(python)" in executions[0]["reason"]
+    assert "max_per_hour (10) reached" in executions[-1]["reason"]
+    assert "refused with EACCES" in executions[-1]["reason"]
+
+
+LANGUAGES = r"""
+import json, subprocess
+outcomes = {}
+for name, command in [("shell", ["sh", "-c", "echo shell"]), ("python", ["python3", "-c", "print('python')"])]:
+    try:
+        outcomes[name] = subprocess.run(command, capture_output=True, text=True).stdout.strip()
+    except PermissionError as error:
+        outcomes[name] = f"errno {error.errno}"
+# A script whose #! line names the interpreter directly is seen through that line.
+with open("script.sh", "w") as script:
+    script.write("#!/bin/sh\necho script\n")
+os.chmod("script.sh", 0o755)
+try:
+    outcomes["script"] = subprocess.run(["./script.sh"], capture_output=True, text=True).stdout.strip()
+except PermissionError as error:
+    outcomes["script"] = f"errno {error.errno}"
+print(json.dumps(outcomes))
+"""
+
+
+def test_conditions_read_the_language_and_path(tmp_path):
+    policy = """
+default_effect: allow
+rules:
+  - action: "llm:*"
+  - action: "code:execute"
+    effect: deny
+    conditions: ["code.language == 'shell'"]
+"""
+    os.chdir(tmp_path)
+    result = run_mg(tmp_path, policy, "import os\n" + LANGUAGES, "--upstream", "simulate")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"shell": "errno 13", "python": "python", "script": "errno 13"}
+    denied = [entry["reason"] for entry in result.audit if entry["action"] == "code:execute" and entry["decision"] == "deny"]
+    assert len(denied) == 2 and all("(shell)" in reason for reason in denied)
+    assert any("script.sh" in reason for reason in denied)
+
+
+def test_a_wrapper_and_its_children_count_once(tmp_path):
+    # bash running python: one code execution of shell; the python it starts is part of it.
+    policy = 'rules:\n  - action: "llm:*"\n  - action: "code:execute"\n    rate_limit: {max_per_task: 1}\n'
+    script = 'import subprocess\nprint(subprocess.run(["bash", "-c", "python3 -c \\"print(7)\\"; sh -c \\"echo 8\\""], capture_output=True, text=True).stdout.split())\n'
+    result = run_mg(tmp_path, policy, script, "--upstream", "simulate")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['7', '8']"
+    assert [entry["decision"] for entry in result.audit if entry["action"] == "code:execute"] == ["allow"]
+
+
+def timed_exec(*arguments):
+    started = time.monotonic()
+    completed = subprocess.run([MG_RUN, "exec", *arguments], capture_output=True, text=True, timeout=30)
+    return completed, time.monotonic() - started
+
+
+def test_exec_timeout_kills_busy_programs_within_the_limit():
+    for code in ["x = 10**(10**9)", "while True: pass"]:
+        completed, elapsed = timed_exec("--timeout", "2s", "--", sys.executable, "-c", code)
+        assert completed.returncode == 124, completed.stderr
+        assert "at the 2.0s timeout" in completed.stderr
+        assert elapsed <= 2.5, f"{code}: {elapsed:.2f} s"
+
+
+def test_exec_timeout_kills_every_process_of_the_tree(tmp_path):
+    marker = f"mg-exec-orphan-{os.getpid()}"
+    # A setsid'd shell whose command line carries the marker, so a survivor can be found afterwards.
+    code = f"import subprocess, time\nsubprocess.Popen(['sh', '-c', 'sleep 300; : {marker}'], start_new_session=True)\ntime.sleep(300)"
+    completed, elapsed = timed_exec("--timeout", "1s", "--", sys.executable, "-c", code)
+    assert completed.returncode == 124, completed.stderr
+    time.sleep(0.3)
+    survivors = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
+    assert survivors == []
+
+
+SANDBOX_PROBE = r"""
+import ctypes, json, os, socket, sys
+home = os.environ["HOME"]
+seen = {"cwd_files": os.path.exists("marker.txt"), "scratch": sorted(os.listdir(home)), "home": home, "tmpdir": os.environ["TMPDIR"]}
+open(home + "/scratch.txt", "w").write("ok")
+seen["scratch_writable"] = open(home + "/scratch.txt").read()
+for path in ["marker.txt", "/etc/mg-run-probe", "/root/mg-run-probe", "/tmp/mg-run-probe"]:
+    try:
+        open(path, "a").close()
+        seen[path] = "writable"
+    except OSError as error:
+        seen[path] = error.errno
+seen["interfaces"] = [line.split(":")[0].strip() for line in open("/proc/net/dev").read().splitlines()[2:]]
+seen["processes"] = sorted(int(name) for name in os.listdir("/proc") if name.isdigit())
+try:
+    socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+    seen["netlink"] = "opened"
+except OSError as error:
+    seen["netlink"] = error.errno
+try:
+    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    unix.connect(sys.argv[1])
+    seen["unix"] = "connected"
+except OSError as error:
+    seen["unix"] = error.errno
+left, right = socket.socketpair()
+left.send(b"x")
+seen["socketpair"] = right.recv(1).decode()
+libc = ctypes.CDLL(None, use_errno=True)
+seen["setuid"] = [libc.setuid(1000), ctypes.get_errno()]
+seen["keys"] = [name for name in os.environ if "KEY" in name or "TOKEN" in name]
+print(json.dumps(seen))
+"""
+
+
+def test_exec_runs_in_a_read_only_sandbox_without_network(tmp_path):
+    (tmp_path / "marker.txt").write_text("host file")
+    (tmp_path / "probe.py").write_text(SANDBOX_PROBE)
+    # A Unix socket file on the host, such as a daemon's, that the program must not reach.
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(tmp_path / "daemon.sock"))
+    listener.listen(1)
+    with listener:
+        completed = subprocess.run([MG_RUN, "exec", "--", sys.executable, str(tmp_path / "probe.py"), str(tmp_path / "daemon.sock")],
+                                   capture_output=True, text=True, timeout=30, cwd=tmp_path,
+                                   env={**os.environ, "OPENAI_API_KEY": "sk-real-key-must-not-pass"})
+    assert completed.returncode == 0, completed.stderr
+    seen = json.loads(completed.stdout)
+    assert seen["cwd_files"] is True
+    assert seen["home"].startswith("/tmp/mg-run-exec-") and seen["tmpdir"] == seen["home"]
+    assert seen["scratch"] == [], "an empty scratch directory"
+    assert seen["scratch_writable"] == "ok"
+    assert not os.path.exists(seen["home"]), "the scratch directory is removed afterwards"
+    EROFS, EPERM, ENOSYS = 30, 1, 38
+    assert seen["marker.txt"] == EROFS
+    assert seen["/etc/mg-run-probe"] == EROFS
+    assert seen["/root/mg-run-probe"] == EROFS
+    assert seen["/tmp/mg-run-probe"] == EROFS
+    assert seen["unix"] == ENOSYS
+    assert seen["socketpair"] == "x"
+    assert seen["interfaces"] == ["lo"]
+    assert seen["processes"] == [1, 2], "only the init and the program"
+    assert seen["netlink"] == ENOSYS, "the strict profile allows IPv4 and IPv6 sockets only"
+    assert seen["setuid"] == [-1, EPERM]
+    assert seen["keys"] == []
+
+
+def test_exec_passes_the_exit_status_and_names_bad_options(tmp_path):
+    completed = subprocess.run([MG_RUN, "exec", "--", sys.executable, "-c", "raise SystemExit(7)"], capture_output=True, text=True, timeout=30)
+    assert completed.returncode == 7
+    completed = subprocess.run([MG_RUN, "exec", "--timeout", "soon", "--", "true"], capture_output=True, text=True, timeout=30)
+    assert completed.returncode == 2
+    assert "invalid --timeout 'soon'; use a duration such as 500ms, 5s or 2m" in completed.stderr
+    completed = subprocess.run([MG_RUN, "exec", "--profile", "lax", "--", "true"], capture_output=True, text=True, timeout=30)
+    assert completed.returncode == 2
+    assert "unknown sandbox profile 'lax'; use agent, strict, or the path of a .seccomp file" in completed.stderr
+    bad = tmp_path / "bad.seccomp"
+    bad.write_text("default errno ENOSYS\nallow read\nallow read\n")
+    completed = subprocess.run([MG_RUN, "exec", "--profile", str(bad), "--", "true"], capture_output=True, text=True, timeout=30)
+    assert completed.returncode == 2
+    assert f"invalid seccomp profile {bad}: line 3: read already has a rule on line 2" in completed.stderr
+
+
+def test_exec_inside_a_governed_run_refuses_and_says_why(tmp_path):
+    script = f"import subprocess\ndone = subprocess.run([{MG_RUN!r}, 'exec', '--', 'true'], capture_output=True, text=True)\nprint(done.returncode)\nprint(done.stderr)\n"
+    result = run_mg(tmp_path, 'rules:\n  - action: "llm:*"\n', script, "--upstream", "simulate")
+    assert result.returncode == 0, result.stderr
+    status, message = result.stdout.split("\n", 1)
+    assert status == "70"
+    assert "mg-run exec cannot build its sandbox inside a governed run" in message

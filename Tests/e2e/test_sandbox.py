@@ -1,0 +1,127 @@
+"""Sandbox choices: the namespaces the agent gets, a read-only root with writable paths, the strict
+profile, running without a sandbox only when asked, and refusing to start when it cannot be built."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import MG_RUN, run_mg
+
+POLICY = 'rules:\n  - action: "llm:*"\n'
+
+NAMESPACES = r"""
+import json, os
+print(json.dumps({kind: os.readlink(f"/proc/self/ns/{kind}") for kind in ["pid", "mnt", "ipc", "uts", "net"]}))
+"""
+
+
+def host_namespaces():
+    return {kind: os.readlink(f"/proc/self/ns/{kind}") for kind in ["pid", "mnt", "ipc", "uts", "net"]}
+
+
+def test_agent_gets_pid_mount_ipc_uts_and_network_namespaces(tmp_path):
+    result = run_mg(tmp_path, POLICY, NAMESPACES, "--upstream", "simulate")
+    assert result.returncode == 0, result.stderr
+    inside = json.loads(result.stdout)
+    host = host_namespaces()
+    assert [kind for kind in host if inside[kind] == host[kind]] == []
+
+
+def test_no_sandbox_runs_in_the_host_namespaces_with_a_warning(tmp_path):
+    result = run_mg(tmp_path, POLICY, NAMESPACES, "--upstream", "simulate", "--no-sandbox")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == host_namespaces()
+    assert "running the agent WITHOUT a sandbox, as asked (--no-sandbox)" in result.stderr
+
+
+def test_no_sandbox_conflicts_with_a_policy_that_names_a_profile(tmp_path):
+    policy = 'run:\n  sandbox: {profile: agent}\n' + POLICY
+    result = run_mg(tmp_path, policy, "print('ran')", "--upstream", "simulate", "--no-sandbox")
+    assert result.returncode == 2
+    assert "--no-sandbox conflicts with run.sandbox.profile: agent in" in result.stderr
+    assert result.stdout == ""
+
+
+def test_refuses_to_start_when_the_sandbox_cannot_be_built(tmp_path):
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.fail("setpriv (util-linux) is missing; install util-linux")
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    # Without CAP_SYS_ADMIN, mg-run cannot open its proxy inside the agent's network namespace.
+    command = [setpriv, "--inh-caps=-sys_admin", "--bounding-set=-sys_admin", MG_RUN, "--policy", str(tmp_path / "policy.yaml"),
+               "--upstream", "simulate", "--", "sh", "-c", "echo ran"]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 70
+    assert completed.stdout == ""
+    assert "network proxy_only needs root (CAP_SYS_ADMIN)" in completed.stderr
+    assert "pass --network host" in completed.stderr
+
+
+WRITES = r"""
+import json, os, sys
+seen = {"tmpdir": os.environ["TMPDIR"]}
+for path in sys.argv[1:] + [os.environ["TMPDIR"] + "/probe.txt"]:
+    try:
+        with open(path, "a") as handle:
+            handle.write("x")
+        seen[path] = "writable"
+    except OSError as error:
+        seen[path] = error.errno
+print(json.dumps(seen))
+"""
+
+
+def test_writable_paths_under_a_read_only_root(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    other = tmp_path / "other"
+    other.mkdir()
+    policy = f'run:\n  sandbox:\n    writable: ["{work}"]\n' + POLICY
+    (tmp_path / "policy.yaml").write_text(policy)
+    (tmp_path / "writes.py").write_text(WRITES)
+    targets = [str(work / "out.txt"), str(other / "out.txt"), "/tmp/probe.txt", "/var/tmp/probe.txt", "/root/probe.txt"]
+    completed = subprocess.run([MG_RUN, "--policy", str(tmp_path / "policy.yaml"), "--upstream", "simulate", "--",
+                                sys.executable, str(tmp_path / "writes.py"), *targets], capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 0, completed.stderr
+    seen = json.loads(completed.stdout)
+    EROFS = 30
+    assert seen[targets[0]] == "writable"
+    assert (work / "out.txt").read_text() == "x"
+    assert [seen[target] for target in targets[1:]] == [EROFS] * 4
+    # A private TMPDIR: writable, empty, and gone with the run.
+    tmpdir = seen["tmpdir"]
+    assert tmpdir.startswith("/tmp/mg-run-")
+    assert seen[tmpdir + "/probe.txt"] == "writable"
+    assert not os.path.exists(tmpdir)
+
+
+STRICT = r"""
+import json, os, socket, urllib.request
+seen = {}
+try:
+    socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    seen["unix"] = "opened"
+except OSError as error:
+    seen["unix"] = error.errno
+request = urllib.request.Request(os.environ["MG_RUN_URL"] + "/v1/models", headers={"Authorization": "Bearer " + os.environ["MG_RUN_TOKEN"]})
+seen["proxy"] = urllib.request.urlopen(request, timeout=5).status
+print(json.dumps(seen))
+"""
+
+
+def test_strict_profile_keeps_the_proxy_and_refuses_unix_sockets(tmp_path):
+    policy = 'run:\n  sandbox: {profile: strict}\n' + POLICY
+    result = run_mg(tmp_path, policy, STRICT, "--upstream", "simulate")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"unix": 38, "proxy": 200}
+
+
+def test_unknown_seccomp_profile_file_is_named(tmp_path):
+    policy = f'run:\n  sandbox: {{profile: "{tmp_path}/missing.seccomp"}}\n' + POLICY
+    result = run_mg(tmp_path, policy, "print('ran')", "--upstream", "simulate")
+    assert result.returncode == 2
+    assert f"cannot read the seccomp profile {tmp_path}/missing.seccomp; check that it exists and is readable" in result.stderr
