@@ -51,7 +51,7 @@ private func parseError(_ text: String) -> String? {
         ("default errno ENOSYS\nallow read\nerrno EPERM read", "line 3: read already has a rule on line 2; keep one, or add 'if' conditions"),
         ("default errno ENOSYS\nallow prctl if arg7 == 1", "line 2: invalid condition 'arg7 == 1'; write a condition as 'if arg0 == 22', 'if arg0 != 22', 'if arg0 & 0xFF == 0' or 'if arg0 & 0xFF != 0'"),
         ("default errno ENOSYS\nallow prctl if arg0 < 1", "line 2: unknown comparison '<'; write a condition as 'if arg0 == 22', 'if arg0 != 22', 'if arg0 & 0xFF == 0' or 'if arg0 & 0xFF != 0'"),
-        ("default errno ENOSYS\nallow clone if arg0 & 0x0F == 0x10", "line 2: 0x10 has bits outside the mask 0x0F, so the condition never holds"),
+        ("default errno ENOSYS\nallow clone if arg0 & 0x0F == 0x10", "line 2: 0x10 has bits outside the mask 0x0F, so the condition is never true"),
         ("default errno ENOSYS\nallow clone if arg0 & 0x0F != 1", "line 2: a masked '!=' compares with 0 only, as in 'if arg0 & 0xFF != 0'"),
         ("default errno ENOSYS\ndefault allow", "line 2: a second default action; keep one"),
         ("default errno ENOSYS\nallow open-at", "line 2: 'open-at' is not a system call name"),
