@@ -19,15 +19,16 @@ struct CodeExecution: Sendable {
 /// the policy allows or denies (EACCES) before it runs. Every other program runs without a decision.
 ///
 /// One code execution is one action: whatever an admitted interpreter process and its descendants execute
-/// afterwards (a pyenv shim's helpers and the real python, a script's subprocesses) is part of it. So is
-/// the agent's own start: while the program mg-run started is still a script (a wrapper such as a pyenv
-/// shim), nothing it runs is counted. Neither is a sub-agent's mg-run starting its program, which the
-/// parent allowed as delegate:spawn.
+/// afterwards (a pyenv shim's helpers and the real python, a script's subprocesses) is part of it. The
+/// program mg-run started is the agent itself, so its own execs are never counted, and it is never an
+/// admitted execution: what its children run is counted. Neither is a sub-agent's mg-run starting its
+/// program counted, because the parent allowed that as delegate:spawn.
 ///
-/// What it sees: each exec of an interpreter, directly or through a script's `#!` line. What it cannot
-/// see: code run inside an interpreter that is already running (eval, a REPL fed on stdin, a loaded
-/// module). A hostile agent could also rewrite the path in its memory between the check and the exec
-/// (another thread of it), so this is a meter of code execution; the sandbox is the boundary.
+/// It detects each exec of an interpreter by name, through a symbolic link, or through `#!` lines. It
+/// misses code run inside an interpreter that is already running (eval, a REPL fed on stdin, a loaded
+/// module) and an interpreter under another name (a renamed copy, a memory file, the dynamic loader).
+/// A hostile agent could also rewrite the path in its memory between the check and the exec (from
+/// another thread), so this is a meter of code execution, and the sandbox is the boundary.
 final class CodeExecuteMonitor: Sendable {
     private let listener: Int32
     private let settings: CodeExecuteSettings
@@ -36,8 +37,6 @@ final class CodeExecuteMonitor: Sendable {
     private let programPID: pid_t
     /// Only the serving thread touches it.
     private struct State {
-        /// Whether the program mg-run started still runs a script, and so is still starting.
-        var starting: Bool
         /// Processes of admitted code executions, by pid, with their start time against pid reuse.
         var admitted: [pid_t: UInt64] = [:]
         /// The last refusal of each process: its start time and the interpreter. execvp tries the next PATH
@@ -46,15 +45,15 @@ final class CodeExecuteMonitor: Sendable {
     }
     private let state: Mutex<State>
 
-    /// `decide` returns 0 to let the program run, or the errno its exec fails with. `programPath` is the
-    /// program mg-run started as `programPID`.
-    init(listener: Int32, settings: CodeExecuteSettings, programPID: pid_t, programPath: String,
+    /// `decide` returns 0 to let the program run, or the errno its exec fails with. `programPID` is the
+    /// process mg-run started, the agent itself.
+    init(listener: Int32, settings: CodeExecuteSettings, programPID: pid_t,
          decide: @escaping @Sendable (CodeExecution) -> Int32) {
         self.listener = listener
         self.settings = settings
         self.decide = decide
         self.programPID = programPID
-        self.state = Mutex(State(starting: CodeExecuteSettings.shebangInterpreter(CodeExecuteMonitor.head(of: programPath)) != nil))
+        self.state = Mutex(State())
     }
 
     func start() {
@@ -114,29 +113,19 @@ final class CodeExecuteMonitor: Sendable {
             _ = mg_notify_respond(listener, notification.id, 0)
             return
         }
-        let script = CodeExecuteSettings.shebangInterpreter(CodeExecuteMonitor.head(of: hostPath))
-        var interpreter = settings.interpreter(of: shownPath)
-        if interpreter == nil, let script {
-            interpreter = settings.interpreter(of: script)
-        }
+        let interpreter = interpreter(of: shownPath, at: hostPath, root: "/proc/\(pid)/root", depth: 0)
         // The memory read above belongs to this call only if it is still waiting.
         guard mg_notify_valid(listener, notification.id) == 1 else { return }
         let ancestors = CodeExecuteMonitor.ancestors(of: pid, upTo: programPID)
         // A sub-agent's mg-run starting its program: the parent's delegate:spawn check governs that start,
         // and the sub-agent's own code executions are counted like any other.
         let nestedStart = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")) == CodeExecuteMonitor.ownBinary
-        let counted = !nestedStart && state.withLock { state -> Bool in
-            if pid == programPID && state.starting {
-                // The program's own next exec: still a wrapper script, or the real program now.
-                state.starting = script != nil
-                return false
-            }
-            if state.starting && ancestors.contains(programPID) { return false }
+        let counted = !nestedStart && pid != programPID && interpreter != nil && state.withLock { state -> Bool in
             let inside = ([pid] + ancestors).contains { candidate in
                 guard let started = state.admitted[candidate] else { return false }
                 return CodeExecuteMonitor.startTime(of: candidate) == started
             }
-            return !inside && interpreter != nil
+            return !inside
         }
         var error: Int32 = 0
         if counted, let interpreter {
@@ -164,6 +153,21 @@ final class CodeExecuteMonitor: Sendable {
             }
         }
         _ = mg_notify_respond(listener, notification.id, error)
+    }
+
+    /// Returns the interpreter in `settings` that running `path` (found at `hostPath`) starts: by the program's
+    /// name, by the name a symbolic link points to, or through a script's `#!` line, which the kernel follows
+    /// up to four levels deep.
+    private func interpreter(of path: String, at hostPath: String, root: String, depth: Int) -> String? {
+        if let found = settings.interpreter(of: path) { return found }
+        if let resolved = realpath(hostPath, nil) {
+            defer { free(resolved) }
+            if let found = settings.interpreter(of: String(cString: resolved)) { return found }
+        }
+        guard depth < 4, let script = CodeExecuteSettings.shebangInterpreter(CodeExecuteMonitor.head(of: hostPath)) else { return nil }
+        // `#!/usr/bin/env python3` names a program that env looks up on PATH, and its exec comes here too.
+        guard script.hasPrefix("/") else { return settings.interpreter(of: script) }
+        return interpreter(of: script, at: root + script, root: root, depth: depth + 1)
     }
 
     /// Reads field `index` (1-based, as in proc(5)) of /proc/PID/stat, whose process name may contain spaces.

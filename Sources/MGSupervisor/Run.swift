@@ -195,12 +195,10 @@ public final class Run: Sendable {
             environment.removeValue(forKey: variable)
         }
         let tree: SpawnedTree
-        var programPath = options.command[0]
         var scratchDirectory: String?
         defer { if let scratchDirectory { rmdir(scratchDirectory) } }
         do throws(SpawnError) {
             let path = try Spawner.resolve(options.command[0], path: environment["PATH"])
-            programPath = path
             var sandbox = Sandbox(isolation: profile.isolation, network: network, listenPort: Run.sandboxProxyPort)
             if let seccomp = profile.seccomp {
                 // code:execute: the tree's execs come to mg-run, which asks the policy about interpreters.
@@ -239,8 +237,7 @@ public final class Run: Sendable {
                 merged.interpreters += layer.interpreters.filter { !merged.interpreters.contains($0) }
             }
             let interpreters = layers.contains { $0.run?.codeExecute != nil } ? settings : CodeExecuteSettings()
-            codeMonitor = CodeExecuteMonitor(listener: tree.listenerFD, settings: interpreters, programPID: tree.programPID,
-                                             programPath: programPath) { [logger, audit] execution in
+            codeMonitor = CodeExecuteMonitor(listener: tree.listenerFD, settings: interpreters, programPID: tree.programPID) { [logger, audit] execution in
                 Run.decideCodeExecution(execution, sandbox: profile.seccomp?.name ?? "none", governor: governor, audit: audit, logger: logger)
             }
             codeMonitor?.start()

@@ -16,10 +16,11 @@ struct SeccompProfile {
     /// The names `run.sandbox.profile` and `--profile` accept besides a path.
     static let shippedNames = ["agent", "strict"]
 
-    /// Loads the profile `name` (agent, strict) from the shipped profiles, or from the file `name` when it contains a slash.
+    /// Loads the profile `name` (agent, strict) from the shipped profiles, or from the file `name` when it
+    /// contains a slash or ends in `.seccomp`.
     static func load(_ name: String) throws(SpawnError) -> SeccompProfile {
         let path: String
-        if name.contains("/") {
+        if name.contains("/") || name.hasSuffix(".seccomp") {
             path = name
         } else {
             guard shippedNames.contains(name) else {

@@ -85,6 +85,50 @@ def test_a_wrapper_and_its_children_count_once(tmp_path):
     assert [entry["decision"] for entry in result.audit if entry["action"] == "code:execute"] == ["allow"]
 
 
+SCRIPT_AGENT = """#!/bin/sh
+n=0
+for i in 1 2 3 4 5; do python3 -c 'print(1)' >/dev/null 2>&1 && n=$((n+1)); done
+echo "$n"
+"""
+
+
+def test_a_script_agent_and_a_self_exec_stay_metered(tmp_path):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text('rules:\n  - action: "llm:*"\n  - action: "code:execute"\n    rate_limit: {max_per_task: 3}\n')
+    # The agent is a shell script: the children it starts count.
+    agent = tmp_path / "agent.sh"
+    agent.write_text(SCRIPT_AGENT)
+    agent.chmod(0o755)
+    completed = subprocess.run([MG_RUN, "--policy", str(policy), "--upstream", "simulate", "--", str(agent)],
+                               capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "3"
+    # An agent that execs itself stays the agent: its children still count.
+    selfexec = tmp_path / "selfexec.py"
+    selfexec.write_text("import os, subprocess, sys\n"
+                        "if len(sys.argv) == 1:\n    os.execv(sys.executable, [sys.executable, sys.argv[0], 'again'])\n"
+                        "ran = 0\nfor _ in range(5):\n    try:\n        subprocess.run(['python3', '-c', 'pass'], check=True)\n        ran += 1\n"
+                        "    except PermissionError:\n        pass\nprint(ran)\n")
+    completed = subprocess.run([MG_RUN, "--policy", str(policy), "--upstream", "simulate", "--", sys.executable, str(selfexec)],
+                               capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "3"
+
+
+def test_links_and_shebang_chains_are_followed(tmp_path):
+    os.symlink(os.path.realpath(sys.executable), tmp_path / "renamed")
+    (tmp_path / "inner").write_text(f"#!{tmp_path / 'renamed'}\nprint('inner')\n")
+    (tmp_path / "outer").write_text(f"#!{tmp_path / 'inner'}\n")
+    for name in ["inner", "outer"]:
+        (tmp_path / name).chmod(0o755)
+    script = (f"import subprocess\nfor command in [[{str(tmp_path / 'renamed')!r}, '-c', 'pass'], [{str(tmp_path / 'inner')!r}], [{str(tmp_path / 'outer')!r}]]:\n"
+              "    try:\n        subprocess.run(command, check=True)\n        print('ran')\n    except PermissionError:\n        print('refused')\n")
+    policy = 'default_effect: allow\nrules:\n  - action: "llm:*"\n  - action: "code:execute"\n    effect: deny\n'
+    result = run_mg(tmp_path, policy, script, "--upstream", "simulate")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["refused", "refused", "refused"]
+
+
 def timed_exec(*arguments):
     started = time.monotonic()
     completed = subprocess.run([MG_RUN, "exec", *arguments], capture_output=True, text=True, timeout=30)
