@@ -109,6 +109,8 @@ public struct BudgetEvent: Sendable, Equatable {
 public struct Trip: Sendable {
     public var trigger: Trigger
     public var values: String
+    /// What the trip changed in the governor (a halved limit, a token cap), or empty.
+    public var effect = ""
 
     static func format(_ value: Double) -> String {
         value.rounded() == value && abs(value) < 1e15 ? String(Int64(value)) : String(format: "%.6g", value)

@@ -96,6 +96,12 @@ public final class Governor: Sendable {
         var trippedUntil: [String: Double] = [:]
         /// The operation a break_loop trip denies until another one happens: its action and payload.
         var brokenLoop: (action: String, fingerprint: UInt64, trigger: String)?
+        /// Until when a reduce_rate_limit(s) trip halves every count limit, and the trigger's name.
+        var reducedUntil: (time: Double, trigger: String)?
+        /// A cap_tokens trip's per-call token cap, until when it holds, and the trigger's name.
+        var tokenCap: (tokens: Int, until: Double, trigger: String)?
+        /// Tokens (input and output) of the latest settled LLM calls, oldest first, for cap_tokens.
+        var recentCallTokens: [Int] = []
         /// Other runs' calls of this agent from the ledger: by rule, and all of them for budgets.
         var shared: [RuleKey: SharedWindow] = [:]
         var sharedAll = SharedWindow()
@@ -259,6 +265,10 @@ public final class Governor: Sendable {
             state.totals.cost += cost
             state.totals.inputTokens += usage.inputTokens
             state.totals.outputTokens += usage.outputTokens
+            if reservation.producesOutput && reportedCost == nil {
+                state.recentCallTokens.append(usage.inputTokens + usage.outputTokens)
+                if state.recentCallTokens.count > Governor.tokenCapSample { state.recentCallTokens.removeFirst() }
+            }
             return cost
         }
         guard let settled else { return .zero }
@@ -373,12 +383,26 @@ public final class Governor: Sendable {
         return (spend.warningReached ? budget.onWarning : []) + (spend.criticalReached ? budget.onCritical : [])
     }
 
-    /// Returns the factor `reduce_rate_limits_by` applies to a layer's count limits, 1 when none is in force.
-    private func countLimitFactor(layer: Int, state: State) -> Double {
-        activeBudgetActions(layer: layer, state: state).reduce(1.0) { factor, action in
+    /// Returns the factor a layer's count limits are multiplied by: `reduce_rate_limits_by` of the budget
+    /// thresholds in force, halved again while a reduce_rate_limit(s) trip lasts; 1 when none applies.
+    private func countLimitFactor(layer: Int, now: Double, state: State) -> Double {
+        let budgetFactor = activeBudgetActions(layer: layer, state: state).reduce(1.0) { factor, action in
             if case .reduceRateLimitsBy(let percent) = action { return factor * (1 - Double(percent) / 100) }
             return factor
         }
+        let tripped = state.reducedUntil.map { now < $0.time } ?? false
+        return tripped ? budgetFactor / 2 : budgetFactor
+    }
+
+    /// The number of latest settled LLM calls whose median token count a cap_tokens trip sets as the cap.
+    static let tokenCapSample = 20
+
+    /// Returns the median of the tokens of the latest settled LLM calls, or nil before the first one.
+    static func median(_ values: [Int]) -> Int? {
+        guard !values.isEmpty else { return nil }
+        let sorted = values.sorted()
+        let middle = sorted.count / 2
+        return sorted.count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
     }
 
     /// Moves a layer's budget to a new day when midnight UTC has passed.
@@ -433,10 +457,26 @@ public final class Governor: Sendable {
                 state.trippedUntil[trigger.name] = trigger.cooldownSeconds.map { now + $0 } ?? .infinity
                 let values = trigger.condition.metrics.map { "\($0)=\(Trip.format(environment.metric($0)))" }.sorted()
                     + trigger.condition.variables.sorted().map { "\($0)=\(environment.variable($0))" }
-                if trigger.action == .breakLoop, state.lastCall != nil {
+                var effect = ""
+                let until = trigger.cooldownSeconds.map { now + $0 } ?? .infinity
+                switch trigger.action {
+                case .breakLoop where state.lastCall != nil:
                     state.brokenLoop = (call.actions[0], call.fingerprint, trigger.name)
+                case .reduceRateLimit, .reduceRateLimits:
+                    state.reducedUntil = (until, trigger.name)
+                    effect = "count limits halved " + (until.isFinite ? "for \(formatSeconds(until - now))" : "for the rest of the run")
+                case .capTokens:
+                    if let median = Governor.median(state.recentCallTokens) {
+                        state.tokenCap = (median, until, trigger.name)
+                        effect = "per-call token cap \(median), the median of the last \(state.recentCallTokens.count) calls, "
+                            + (until.isFinite ? "for \(formatSeconds(until - now))" : "for the rest of the run")
+                    } else {
+                        effect = "no settled call to take a median from yet, so no cap"
+                    }
+                default:
+                    break
                 }
-                trips.append(Trip(trigger: trigger, values: values.joined(separator: ", ")))
+                trips.append(Trip(trigger: trigger, values: values.joined(separator: ", "), effect: effect))
             }
             return trips
         }
@@ -578,7 +618,7 @@ public final class Governor: Sendable {
 
         for (key, rule) in matched {
             currentRule = key
-            let factor = countLimitFactor(layer: key.layer, state: state)
+            let factor = countLimitFactor(layer: key.layer, now: now, state: state)
             // reduce_rate_limits_by scales every count limit while its threshold is in force.
             // A reduced limit keeps at least one call, so a reduction never shuts the rule.
             func scaled(_ limit: Int) -> Int { factor == 1 || limit == 0 ? limit : max(1, Int((Double(limit) * factor).rounded(.down))) }
@@ -762,6 +802,18 @@ public final class Governor: Sendable {
                                    message: "\(call.actions[0]) denied: \(path) (\(ceiling) USD) is spent (\(ruleState.settled) USD settled) and cannot fit this call; the task is over budget",
                                    stopReason: "cost_ceiling:max_usd_per_task"))
                 }
+            }
+        }
+        // A cap_tokens trip lowers the per-call token cap of LLM calls to the recent median while it lasts.
+        if let cap = state.tokenCap, now < cap.until, call.producesOutput, !call.model.isEmpty {
+            currentRule = nil
+            let path = "\(cap.trigger).cap_tokens"
+            let left = (cap.tokens - call.inputTokensEstimate) / call.choices
+            if left < minimumOutput {
+                refuse(Refusal(kind: .window(retryAfterSeconds: max(1, cap.until - now)), limit: path,
+                               message: "\(call.actions[0]) denied: about \(call.inputTokensEstimate) input tokens leave no room for output under the \(cap.tokens)-token cap that \(cap.trigger) set; shorten the request or retry in \(formatSeconds(cap.until - now))"))
+            } else {
+                outputCap = min(outputCap, left)
             }
         }
         if let worst {

@@ -246,6 +246,8 @@ public struct RunSettings: Sendable {
     public var writable: [String]?
     /// `code_execute`: which executed programs are code:execute actions.
     public var codeExecute: CodeExecuteSettings?
+    /// `on_trip`: the action (pause or kill) of a trigger that names none.
+    public var onTrip: Trigger.Action?
 
     public init() {}
 

@@ -189,10 +189,10 @@ public enum PolicyLoader {
                 reader.fail(node, "scaling", "expected a mapping of tier names to {agents, daily_budget, per_agent_limit, dedicated_support}, got \(node.kindName)")
             }
         }
-        policy.triggers = readTriggers(top, namedLists: policy.namedLists, reader: &reader)
         if let node = top["run"] {
             policy.run = readRunSettings(node, reader: &reader)
         }
+        policy.triggers = readTriggers(top, namedLists: policy.namedLists, defaultAction: policy.run?.onTrip, reader: &reader)
         if let node = top["time_restrictions"] {
             policy.timeRestrictions = readTimeRestrictions(node, reader: &reader)
         }
@@ -203,9 +203,12 @@ public enum PolicyLoader {
     }
 
     static func readRunSettings(_ node: YAMLNode, reader: inout SchemaReader) -> RunSettings? {
-        guard let keys = reader.mapping(node, path: "run", supported: ["max_duration", "kill_grace_seconds", "sandbox", "code_execute"],
-                                        notSupportedYet: ["on_trip"]) else { return nil }
+        guard let keys = reader.mapping(node, path: "run", supported: ["max_duration", "kill_grace_seconds", "sandbox", "code_execute", "on_trip"])
+        else { return nil }
         var settings = RunSettings()
+        if let tripNode = keys["on_trip"] {
+            settings.onTrip = reader.choice(tripNode, path: "run.on_trip", among: ["pause", "kill"]).flatMap(Trigger.Action.init(rawValue:))
+        }
         if let durationNode = keys["max_duration"], let text = reader.string(durationNode, path: "run.max_duration") {
             if let seconds = RunSettings.durationSeconds(text) {
                 settings.maxDurationSeconds = seconds

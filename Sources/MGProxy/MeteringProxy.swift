@@ -469,15 +469,34 @@ public final class MeteringProxy: HTTPHandler {
     public func checkTriggers() {
         for trip in governor.checkTriggers() {
             let trigger = trip.trigger
-            let detail = "\(trigger.name) tripped: \(trigger.condition.text) with \(trip.values); action \(trigger.action.rawValue)"
-            logger.warning("trigger tripped", [("trigger", trigger.name), ("values", trip.values), ("action", trigger.action.rawValue)])
+            var detail = "\(trigger.name) tripped: \(trigger.condition.text) with \(trip.values); action \(trigger.action.rawValue)"
+            if !trip.effect.isEmpty { detail += ": \(trip.effect)" }
+            let fields = [("trigger", trigger.name), ("values", trip.values), ("action", trigger.action.rawValue)] + (trip.effect.isEmpty ? [] : [("effect", trip.effect)])
+            // A log step sets the level of the trip's log line; without one it is a warning.
+            var level = Logger.Level.warning
+            for case .log(let name) in trigger.steps { level = Logger.Level(name: name) ?? level }
+            logger.log(level, "trigger tripped", fields)
             audit?.append(AuditRecord(action: "trigger", model: nil, decision: "trip", reason: detail))
+            for step in trigger.steps {
+                switch step {
+                case .log:
+                    break
+                case .notify(let target):
+                    logger.warning("trigger tripped; notifying \(target)", fields + [("channel", target)])
+                case .saveState:
+                    let totals = governor.totals
+                    let state = "calls \(totals.calls), in flight \(totals.inFlight), \(totals.cost) USD settled, \(totals.reserved) USD reserved, "
+                        + "\(totals.inputTokens) input and \(totals.outputTokens) output tokens, \(totals.denied) denied"
+                    audit?.append(AuditRecord(action: "trigger", model: nil, decision: "state", reason: "\(trigger.name): \(state)"))
+                }
+            }
             switch trigger.action {
             case .pause, .pauseAndAlert, .pauseAgent:
                 pause("trigger:\(trigger.name)", for: trigger.cooldownSeconds)
             case .kill:
                 stop("trigger:\(trigger.name)", because: detail)
-            case .alert, .breakLoop:
+            case .alert, .breakLoop, .reduceRateLimit, .reduceRateLimits, .capTokens:
+                // break_loop, the reductions and the token cap took effect in the governor.
                 break
             }
         }

@@ -392,12 +392,115 @@ private func governor(_ yaml: String, time: ManualTimeSource = ManualTimeSource(
         #expect(subject.checkTriggers().first?.values == "calls_last_minute=4")
     }
 
-    @Test func unsupportedActionsAreNamed() {
+    @Test func reduceRateLimitHalvesCountLimitsForTheCooldown() throws {
+        let time = ManualTimeSource()
+        let subject = try governor("""
+            rules:
+              - action: "llm:*"
+                rate_limit: {max_per_minute: 4}
+            circuit_breaker:
+              triggers:
+                - {name: burst, condition: "calls_last_minute >= 1", action: reduce_rate_limit, cooldown_minutes: 2}
+            """, time: time)
+        _ = subject.admit(call())
+        let trip = try #require(subject.checkTriggers().first)
+        #expect(trip.effect == "count limits halved for 120s")
+        // Four a minute become two: one call is in the window, so one more fits.
+        #expect(subject.admit(call()).admission != nil)
+        #expect(subject.admit(call()).refusal?.limit == "rules[0].rate_limit.max_per_minute")
+        // After the cooldown the full limit is back: two calls in the window, two more fit.
+        time.advance(by: 121)
+        #expect(subject.admit(call()).admission != nil)
+        #expect(subject.admit(call()).admission != nil)
+    }
+
+    @Test func reduceRateLimitsWithoutCooldownLastsTheRun() throws {
+        let time = ManualTimeSource()
+        let subject = try governor("""
+            rules:
+              - action: "llm:*"
+                rate_limit: {max_per_hour: 10}
+            anomaly_detection:
+              patterns:
+                - {name: any, condition: "calls_last_minute >= 1", action: reduce_rate_limits}
+            """, time: time)
+        _ = subject.admit(call())
+        #expect(subject.checkTriggers().first?.effect == "count limits halved for the rest of the run")
+        for _ in 0..<4 { #expect(subject.admit(call()).admission != nil) }
+        #expect(subject.admit(call()).refusal?.limit == "rules[0].rate_limit.max_per_hour")
+    }
+
+    @Test func capTokensUsesTheMedianOfRecentCalls() throws {
+        let time = ManualTimeSource()
+        let subject = try governor("""
+            rules:
+              - action: "llm:*"
+            circuit_breaker:
+              triggers:
+                - {name: growth, condition: "calls_last_minute >= 3", action: cap_tokens, cooldown_minutes: 1}
+            """, time: time)
+        for (input, output) in [(100, 100), (300, 300), (50, 50)] {
+            let admission = try #require(subject.admit(call(input: input, output: 1_000)).admission)
+            subject.settle(admission.id, usage: Usage(uncachedInputTokens: input, outputTokens: output))
+        }
+        let trip = try #require(subject.checkTriggers().first)
+        #expect(trip.effect == "per-call token cap 200, the median of the last 3 calls, for 60s")
+        // 400 input tokens estimate as 100, leaving 100 of the 200 for output.
+        let capped = try #require(subject.admit(call(input: 400, output: 1_000)).admission)
+        #expect(capped.outputTokens == 100)
+        #expect(capped.rewritesOutputCap)
+        let refusal = subject.admit(call(input: 1_000, output: 1_000)).refusal
+        #expect(refusal?.limit == "circuit_breaker.triggers[0] (growth).cap_tokens")
+        #expect(refusal?.kind == .window(retryAfterSeconds: 60))
+        time.advance(by: 61)
+        #expect(subject.admit(call(input: 1_000, output: 1_000)).admission?.outputTokens == 1_000)
+    }
+
+    @Test func capTokensBeforeAnyCallSetsNoCap() throws {
+        let subject = try governor("""
+            rules:
+              - action: "llm:*"
+            emergency_stop:
+              trigger: ["calls_last_minute >= 1"]
+              action: cap_tokens
+              notify: ops-pager
+            """)
+        _ = subject.admit(call())
+        let trip = try #require(subject.checkTriggers().first)
+        #expect(trip.effect == "no settled call to take a median from yet, so no cap")
+        #expect(trip.trigger.steps == [.notify("ops-pager")])
+    }
+
+    @Test(arguments: [[1], [3, 1, 2], [4, 1, 3, 2], [10, 10, 1000]])
+    func medianOfTokenCounts(values: [Int]) {
+        let expected = [[1]: 1, [3, 1, 2]: 2, [4, 1, 3, 2]: 2, [10, 10, 1000]: 10][values]
+        #expect(Governor.median(values) == expected)
+        #expect(Governor.median([]) == nil)
+    }
+
+    @Test func onTripStepsAndRunDefaultAreRead() throws {
+        let policy = try PolicyLoader.parse(text: """
+            run: {on_trip: kill}
+            circuit_breaker:
+              triggers:
+                - {name: a, condition: "errors_last_minute > 3"}
+                - {name: b, condition: "errors_last_minute > 9", action: alert}
+              on_trip: [{log: error}, {notify: ops-slack}, {save_state: true}]
+            """, file: "t.yaml")
+        #expect(policy.triggers.map(\.action) == [.kill, .alert])
+        #expect(policy.triggers[0].steps == [.log("error"), .notify("ops-slack"), .saveState])
+    }
+
+    @Test func triggerWithoutActionOrDefaultIsNamed() {
         do {
-            _ = try PolicyLoader.parse(text: "circuit_breaker:\n  triggers: [{name: x, condition: \"errors_last_minute > 3\", action: cap_tokens}]\n", file: "t.yaml")
-            Issue.record("expected an error")
+            _ = try PolicyLoader.parse(text: "circuit_breaker:\n  triggers: [{name: x, condition: \"errors_last_minute > 3\"}]\n  on_trip: [{log: loud}, {log: info, notify: x}]\n", file: "t.yaml")
+            Issue.record("expected errors")
         } catch {
-            #expect(error.errors.first?.description.contains("'cap_tokens' is not supported yet") == true)
+            let found = error.errors.map(\.description)
+            #expect(found.count == 3)
+            #expect(found.contains { $0.contains("missing key 'action'") && $0.contains("or set run.on_trip for every trigger") })
+            #expect(found.contains { $0.contains("circuit_breaker.on_trip[0].log: invalid value 'loud'") })
+            #expect(found.contains { $0.contains("circuit_breaker.on_trip[1]: give one step per item") })
         }
     }
 }

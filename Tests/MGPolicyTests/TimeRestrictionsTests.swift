@@ -87,12 +87,12 @@ private func restrictions(_ yaml: String) throws -> TimeRestrictions {
 
     @Test func unenforcedKeysAreNotSupportedYet() {
         do {
-            _ = try PolicyLoader.parse(text: "run:\n  on_trip: pause\n  max_duration: 5x\n  sandbox: {profile: strictest, writable: [work], rlimits: {processes: 10}}\n  code_execute: {interpreters: [/usr/bin/python3]}\n", file: "r.yaml")
+            _ = try PolicyLoader.parse(text: "run:\n  on_trip: freeze\n  max_duration: 5x\n  sandbox: {profile: strictest, writable: [work], rlimits: {processes: 10}}\n  code_execute: {interpreters: [/usr/bin/python3]}\n", file: "r.yaml")
             Issue.record("expected errors")
         } catch {
             let found = error.errors.map(\.description)
             #expect(found.count == 6)
-            #expect(found.contains { $0.contains("run.on_trip: is not supported yet") })
+            #expect(found.contains { $0.contains("run.on_trip: invalid value 'freeze'") })
             #expect(found.contains { $0.contains("invalid duration '5x'") })
             #expect(found.contains { $0.contains("run.sandbox.profile: unknown profile 'strictest'; use agent, strict, none, or the path of a .seccomp file") })
             #expect(found.contains { $0.contains("run.sandbox.writable: 'work' is not an absolute path") })

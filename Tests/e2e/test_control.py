@@ -205,6 +205,42 @@ def test_emergency_stop_kills_runaway(tmp_path):
     assert "calls_last_minute=9" in trips[0]["reason"]
 
 
+BOUNDED_AGENT = """
+import json, os, time, urllib.request
+sent = refused = 0
+for index in range(12):
+    body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"q {index}"}], "max_tokens": 20}).encode()
+    request = urllib.request.Request(os.environ["OPENAI_BASE_URL"] + "/chat/completions", data=body,
+                                     headers={"Authorization": "Bearer " + os.environ["OPENAI_API_KEY"], "Content-Type": "application/json"})
+    try:
+        urllib.request.urlopen(request, timeout=10).read()
+        sent += 1
+    except urllib.error.HTTPError as error:
+        refused += 1
+print(json.dumps({"sent": sent, "refused": refused}))
+"""
+
+
+def test_reduce_rate_limit_trip_saves_state_and_notifies(tmp_path):
+    from conftest import run_mg
+    policy = ('run: {on_trip: kill}\nrules:\n  - action: "llm:*"\n    rate_limit: {max_per_minute: 8}\n'
+              'circuit_breaker:\n  triggers:\n'
+              '    - {name: burst, condition: "calls_last_minute >= 4", action: reduce_rate_limit, cooldown_minutes: 5}\n'
+              '  on_trip: [{log: error}, {notify: ops-slack}, {save_state: true}]\n')
+    result = run_mg(tmp_path, policy, BOUNDED_AGENT, "--upstream", "simulate")
+    assert result.returncode == 0, result.stderr
+    # Eight a minute halved to four once the fourth call tripped the breaker.
+    assert json.loads(result.stdout) == {"sent": 4, "refused": 8}
+    trips = [line for line in result.audit if line["decision"] == "trip"]
+    assert len(trips) == 1
+    assert "count limits halved for 300s" in trips[0]["reason"]
+    states = [line for line in result.audit if line["decision"] == "state"]
+    assert len(states) == 1
+    assert states[0]["reason"].startswith("circuit_breaker.triggers[0] (burst): calls 4, in flight 0")
+    assert "error: trigger tripped" in result.stderr
+    assert "trigger tripped; notifying ops-slack" in result.stderr
+
+
 ORPHANS = """
 import os, time
 for _ in range(50):
