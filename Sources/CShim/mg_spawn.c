@@ -549,10 +549,12 @@ int mg_spawn(const struct mg_spawn_config *config, struct mg_spawn_result *resul
     if (notify_pair[1] >= 0) close(notify_pair[1]);
     if (pid > 0 && config->new_user_namespace && !arguments.without_namespaces) error = map_identity(pid);
     // In the run's cgroup before the program exists, so every process it starts is in it too.
-    if (pid > 0 && error == 0 && config->cgroup_procs_fd >= 0) {
+    int procs_fds[2] = {config->cgroup_procs_fd, config->pids_procs_fd};
+    for (int index = 0; index < 2; index++) {
+        if (pid <= 0 || error != 0 || procs_fds[index] < 0) continue;
         char number[32];
         int length = snprintf(number, sizeof number, "%d", (int)pid);
-        if (write(config->cgroup_procs_fd, number, (size_t)length) != length) error = errno;
+        if (write(procs_fds[index], number, (size_t)length) != length) error = errno;
     }
     // The proxy's socket is listening before the program starts, so its first connection waits in the backlog.
     if (pid > 0 && error == 0 && config->new_network_namespace && !config->without_namespaces) error = prepare_network(pid, config->listen_port, config->egress_port,

@@ -238,10 +238,9 @@ public enum PolicyLoader {
                     settings.writable = paths
                 }
             }
-            let limitKeys = ["cpu_seconds", "memory_mb", "open_files", "file_size_mb"]
-            // RLIMIT_NPROC counts every process of the user on the host, so it waits for the cgroup pids controller.
+            let limitKeys = ["cpu_seconds", "memory_mb", "open_files", "file_size_mb", "processes"]
             if let limitsNode = sandbox["rlimits"],
-               let limits = reader.mapping(limitsNode, path: "run.sandbox.rlimits", supported: limitKeys, notSupportedYet: ["processes"]) {
+               let limits = reader.mapping(limitsNode, path: "run.sandbox.rlimits", supported: limitKeys) {
                 for key in limitKeys {
                     guard let valueNode = limits[key], let value = reader.count(valueNode, path: "run.sandbox.rlimits.\(key)") else { continue }
                     if value == 0 {

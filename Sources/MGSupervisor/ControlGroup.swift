@@ -101,3 +101,82 @@ final class ControlGroup: Sendable {
         return false
     }
 }
+
+/// The tree's cgroup of the pids controller, which caps how many processes and threads it may have
+/// (`run.sandbox.rlimits.processes`). RLIMIT_NPROC would count every process of the user on the host.
+///
+/// The controller is taken from the cgroup2 run group when enabled there, else from its version 1
+/// hierarchy, found in /proc/self/mountinfo (hybrid hosts bind it to version 1).
+final class ProcessLimitGroup: Sendable {
+    let path: String
+    /// Whether `path` is the run's cgroup2 group, which ControlGroup removes.
+    let sharedWithRunGroup: Bool
+
+    private init(path: String, sharedWithRunGroup: Bool) {
+        self.path = path
+        self.sharedWithRunGroup = sharedWithRunGroup
+    }
+
+    /// Returns the mount point of the version 1 hierarchy of the pids controller, or nil.
+    static func versionOneMount(mountInfo: String? = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) -> String? {
+        for line in (mountInfo ?? "").split(separator: "\n") {
+            let parts = line.components(separatedBy: " - ")
+            guard parts.count == 2, parts[1].hasPrefix("cgroup ") else { continue }
+            let superOptions = parts[1].split(separator: " ").last.map { $0.split(separator: ",") } ?? []
+            let fields = parts[0].split(separator: " ")
+            if superOptions.contains("pids"), fields.count > 4 { return String(fields[4]) }
+        }
+        return nil
+    }
+
+    /// Creates the group with `pids.max` set to `limit`, in the run's cgroup2 group when it has the
+    /// controller, else under `<pids>/mg-run/`.
+    static func create(runID: String, limit: Int, runGroup: ControlGroup?) throws(SpawnError) -> ProcessLimitGroup {
+        if let runGroup, FileManager.default.fileExists(atPath: runGroup.path + "/pids.max") {
+            let group = ProcessLimitGroup(path: runGroup.path, sharedWithRunGroup: true)
+            try group.setLimit(limit)
+            return group
+        }
+        guard let mount = versionOneMount() else {
+            throw SpawnError(description: "run.sandbox.rlimits.processes needs the cgroup pids controller, which is mounted neither in cgroup2 nor as a version 1 hierarchy; mount it, or remove the limit", exitStatus: ExitStatus.internalError)
+        }
+        let path = "\(mount)/mg-run/\(runID)"
+        do {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        } catch {
+            throw SpawnError(description: "cannot create the pids cgroup \(path) for run.sandbox.rlimits.processes: \(error.localizedDescription); run mg-run as root", exitStatus: ExitStatus.internalError)
+        }
+        let group = ProcessLimitGroup(path: path, sharedWithRunGroup: false)
+        do {
+            try group.setLimit(limit)
+        } catch {
+            group.remove()
+            throw error
+        }
+        return group
+    }
+
+    private func setLimit(_ limit: Int) throws(SpawnError) {
+        let fd = open(path + "/pids.max", O_WRONLY | O_CLOEXEC)
+        let text = String(limit)
+        let written = fd >= 0 ? Glibc.write(fd, text, text.utf8.count) : -1
+        if fd >= 0 { close(fd) }
+        guard written == text.utf8.count else {
+            throw SpawnError(description: "cannot set pids.max in \(path) for run.sandbox.rlimits.processes: \(String(cString: strerror(errno)))", exitStatus: ExitStatus.internalError)
+        }
+    }
+
+    /// Opens `cgroup.procs` for writing, so the spawner moves the tree's init in before the program starts.
+    func openProcs() -> Int32 {
+        sharedWithRunGroup ? -1 : open(path + "/cgroup.procs", O_WRONLY | O_CLOEXEC)
+    }
+
+    /// Removes the version 1 group once the tree's processes are gone, waiting up to a second.
+    func remove() {
+        guard !sharedWithRunGroup else { return }
+        for _ in 0..<100 {
+            if rmdir(path) == 0 || errno == ENOENT { return }
+            usleep(10_000)
+        }
+    }
+}

@@ -197,6 +197,8 @@ public final class Run: Sendable {
         let tree: SpawnedTree
         var scratchDirectory: String?
         defer { if let scratchDirectory { rmdir(scratchDirectory) } }
+        var processLimit: ProcessLimitGroup?
+        defer { processLimit?.remove() }
         do throws(SpawnError) {
             let path = try Spawner.resolve(options.command[0], path: environment["PATH"])
             var sandbox = Sandbox(isolation: profile.isolation, network: network, listenPort: Run.sandboxProxyPort)
@@ -210,6 +212,16 @@ public final class Run: Sendable {
             let procs = cgroup?.openProcs() ?? -1
             defer { if procs >= 0 { close(procs) } }
             sandbox.cgroupProcsFD = procs
+            if let processes = layers.compactMap({ $0.run?.rlimits["processes"] }).min() {
+                if profile.isolation == .parentSandbox {
+                    logger.warning("run.sandbox.rlimits.processes is not applied to a sub-agent, whose tree counts toward its parent's limit", [("processes", String(processes))])
+                } else {
+                    processLimit = try ProcessLimitGroup.create(runID: runID, limit: processes, runGroup: cgroup)
+                }
+            }
+            let pidsProcs = processLimit?.openProcs() ?? -1
+            defer { if pidsProcs >= 0 { close(pidsProcs) } }
+            sandbox.pidsProcsFD = pidsProcs
             sandbox.limits = Run.resourceLimits(layers)
             sandbox.readOnly = readOnlyPaths(ledger: ledger)
             if let writable = Run.writablePaths(layers), profile.isolation == .namespaces {

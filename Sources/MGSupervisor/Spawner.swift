@@ -41,6 +41,8 @@ struct Sandbox {
     /// Whether the filter has notify rules, whose listener comes back in `SpawnedTree.listenerFD`.
     var seccompListener = false
     var cgroupProcsFD: Int32 = -1
+    /// The pids controller's cgroup.procs on a version 1 hierarchy (run.sandbox.rlimits.processes), or -1.
+    var pidsProcsFD: Int32 = -1
     var limits: [(resource: Int32, value: UInt64)] = []
     var readOnly: [String] = []
     /// Whether every mount is read-only but `writable` and `scratch`.
@@ -120,7 +122,7 @@ enum Spawner {
                                                  new_network_namespace: network == .host ? 0 : 1,
                                                  listen_port: network == .proxyOnly ? sandbox.listenPort : 0,
                                                  egress_port: network == .proxyOnly ? sandbox.listenPort + 1 : 0,
-                                                 cgroup_procs_fd: sandbox.cgroupProcsFD,
+                                                 cgroup_procs_fd: sandbox.cgroupProcsFD, pids_procs_fd: sandbox.pidsProcsFD,
                                                  read_only: sandbox.readOnly.isEmpty || !namespaces ? nil : readOnlyPaths.pointer,
                                                  rlimit_resources: resourcePointer.baseAddress, rlimit_values: valuePointer.baseAddress,
                                                  rlimit_count: Int32(sandbox.limits.count),

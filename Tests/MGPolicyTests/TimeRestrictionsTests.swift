@@ -72,7 +72,7 @@ private func restrictions(_ yaml: String) throws -> TimeRestrictions {
                 network: none
                 profile: strict
                 writable: [/srv/work, /tmp]
-                rlimits: {cpu_seconds: 60, memory_mb: 512, open_files: 256, file_size_mb: 10}
+                rlimits: {cpu_seconds: 60, memory_mb: 512, open_files: 256, file_size_mb: 10, processes: 64}
               code_execute: {interpreters: [python3, node]}
             rules: [{action: x}]
             """, file: "r.yaml")
@@ -82,12 +82,12 @@ private func restrictions(_ yaml: String) throws -> TimeRestrictions {
         #expect(policy.run?.maxDurationSeconds == 1_800)
         #expect(policy.run?.killGraceSeconds == 2)
         #expect(policy.run?.network == "none")
-        #expect(policy.run?.rlimits == ["cpu_seconds": 60, "memory_mb": 512, "open_files": 256, "file_size_mb": 10])
+        #expect(policy.run?.rlimits == ["cpu_seconds": 60, "memory_mb": 512, "open_files": 256, "file_size_mb": 10, "processes": 64])
     }
 
-    @Test func unenforcedKeysAreNotSupportedYet() {
+    @Test func invalidRunValuesAreNamed() {
         do {
-            _ = try PolicyLoader.parse(text: "run:\n  on_trip: freeze\n  max_duration: 5x\n  sandbox: {profile: strictest, writable: [work], rlimits: {processes: 10}}\n  code_execute: {interpreters: [/usr/bin/python3]}\n", file: "r.yaml")
+            _ = try PolicyLoader.parse(text: "run:\n  on_trip: freeze\n  max_duration: 5x\n  sandbox: {profile: strictest, writable: [work], rlimits: {processes: 0}}\n  code_execute: {interpreters: [/usr/bin/python3]}\n", file: "r.yaml")
             Issue.record("expected errors")
         } catch {
             let found = error.errors.map(\.description)
@@ -97,7 +97,7 @@ private func restrictions(_ yaml: String) throws -> TimeRestrictions {
             #expect(found.contains { $0.contains("run.sandbox.profile: unknown profile 'strictest'; use agent, strict, none, or the path of a .seccomp file") })
             #expect(found.contains { $0.contains("run.sandbox.writable: 'work' is not an absolute path") })
             #expect(found.contains { $0.contains("run.code_execute.interpreters: '/usr/bin/python3' is not a program name") })
-            #expect(found.contains { $0.contains("run.sandbox.rlimits.processes: is not supported yet") })
+            #expect(found.contains { $0.contains("run.sandbox.rlimits.processes: must be at least 1; remove the key for no limit") })
         }
     }
 }

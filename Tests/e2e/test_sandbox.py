@@ -125,3 +125,39 @@ def test_unknown_seccomp_profile_file_is_named(tmp_path):
     result = run_mg(tmp_path, policy, "print('ran')", "--upstream", "simulate")
     assert result.returncode == 2
     assert f"cannot read the seccomp profile {tmp_path}/missing.seccomp; check that it exists and is readable" in result.stderr
+
+
+FORKS = r"""
+import json, os, time
+children = []
+failure = None
+for _ in range(60):
+    try:
+        pid = os.fork()
+    except OSError as error:
+        failure = error.errno
+        break
+    if pid == 0:
+        time.sleep(5)
+        os._exit(0)
+    children.append(pid)
+for pid in children:
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+print(json.dumps({"forked": len(children), "errno": failure}))
+"""
+
+
+def test_processes_limit_caps_the_tree_through_the_pids_cgroup(tmp_path):
+    policy = 'run:\n  sandbox:\n    rlimits: {processes: 16}\n' + POLICY
+    result = run_mg(tmp_path, policy, FORKS, "--upstream", "simulate")
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    EAGAIN = 11
+    assert seen["errno"] == EAGAIN
+    # The init and the agent take two of the sixteen.
+    assert seen["forked"] == 14
+    leftovers = [line for line in open("/proc/self/mountinfo").read().splitlines() if " - cgroup " in line and "pids" in line.rsplit(" ", 1)[-1]]
+    mount = leftovers[0].split(" ")[4] if leftovers else None
+    if mount is not None and os.path.isdir(f"{mount}/mg-run"):
+        assert [name for name in os.listdir(f"{mount}/mg-run") if not name.startswith(("cgroup.", "notify_on_release", "pids.", "tasks"))] == []

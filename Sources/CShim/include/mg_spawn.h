@@ -14,6 +14,7 @@ struct mg_spawn_config {
     unsigned short listen_port;             // with a network namespace: listen on 127.0.0.1:port inside it, 0 for none
     unsigned short egress_port;             // likewise, for the egress proxy
     int cgroup_procs_fd;                    // an open cgroup.procs to move the init into before it starts the program, or -1
+    int pids_procs_fd;                      // likewise, for the pids controller's cgroup of a version 1 hierarchy, or -1
     char *const _Nullable *_Nullable read_only;  // NULL-terminated paths (directories or files) mounted read-only for the program
     const int *_Nullable rlimit_resources;  // RLIMIT_* values set on the program before exec, soft and hard alike
     const unsigned long long *_Nullable rlimit_values;
