@@ -324,14 +324,7 @@ public final class MeteringProxy: HTTPHandler {
     /// with asterisks of the same length, so the agent never reads them and the JSON stays valid.
     func hidingKeys(_ body: [UInt8]) -> [UInt8] {
         var result = body
-        for key in configuration.upstreams.values.compactMap(\.apiKey) where key.utf8.count >= 8 {
-            let pattern = Array(key.utf8)
-            var searchStart = 0
-            while let found = firstIndex(of: pattern, in: result, from: searchStart) {
-                result.replaceSubrange(found..<(found + pattern.count), with: repeatElement(UInt8(ascii: "*"), count: pattern.count))
-                searchStart = found + pattern.count
-            }
-        }
+        KeyMasker.mask(&result, keys: configuration.upstreams.values.compactMap(\.apiKey).map { Array($0.utf8) }.filter { $0.count >= 8 })
         return result
     }
 
@@ -608,6 +601,8 @@ final class MeteredStream: ResponseStream, @unchecked Sendable {
     private let admission: Admission
     private let started: Date
     private var tracker: StreamTracker
+    /// Hides a real key that the upstream echoes inside the stream.
+    private var masker: KeyMasker
     private var ended = false
     /// The stream as forwarded, for `audit: detailed`, up to the redactor's limit.
     private var kept: [UInt8]?
@@ -620,6 +615,7 @@ final class MeteredStream: ResponseStream, @unchecked Sendable {
         self.admission = admission
         self.started = started
         self.tracker = StreamTracker(endpoint: call.endpoint, dropsUsageChunk: call.injectsUsage)
+        self.masker = KeyMasker(keys: proxy.configuration.upstreams.values.compactMap(\.apiKey))
         if admission.auditLevel == .detailed { kept = [] }
     }
 
@@ -627,10 +623,10 @@ final class MeteredStream: ResponseStream, @unchecked Sendable {
         guard !ended else { return nil }
         guard let chunk = transfer.nextChunk() else {
             ended = true
-            let rest = tracker.flush()
+            let rest = masker.feed(tracker.flush()) + masker.flush()
             return rest.isEmpty ? nil : rest
         }
-        let forwarded = tracker.feed(chunk)
+        let forwarded = masker.feed(tracker.feed(chunk))
         if kept != nil && kept!.count <= proxy.redactor.limit { kept!.append(contentsOf: forwarded) }
         // The last event is settled before it goes out, so a crash after the client has it cannot lose the settlement.
         if tracker.finished && !settled {

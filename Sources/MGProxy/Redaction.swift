@@ -64,3 +64,62 @@ struct Redactor: @unchecked Sendable {
         return result + rest
     }
 }
+
+/// Replaces the real provider keys in a streamed body with asterisks of the same length, across chunk
+/// boundaries: the end of a chunk that could begin a key is held back until the next chunk shows
+/// whether it does. An end that cannot begin a key (an SSE event ends with a blank line) goes out at once.
+struct KeyMasker: Sendable {
+    private let keys: [[UInt8]]
+    private var pending: [UInt8] = []
+
+    /// Keys shorter than 8 bytes are left alone, because masking them would corrupt ordinary text.
+    init(keys: [String]) {
+        self.keys = keys.map { Array($0.utf8) }.filter { $0.count >= 8 }
+    }
+
+    var isEmpty: Bool { keys.isEmpty }
+
+    /// Returns the bytes that can go out now, with every whole key masked.
+    mutating func feed(_ bytes: [UInt8]) -> [UInt8] {
+        guard !keys.isEmpty else { return bytes }
+        var buffer = pending + bytes
+        KeyMasker.mask(&buffer, keys: keys)
+        let held = longestKeyPrefixAtEnd(of: buffer)
+        pending = Array(buffer.suffix(held))
+        buffer.removeLast(held)
+        return buffer
+    }
+
+    /// Returns what was held back, at the end of the stream.
+    mutating func flush() -> [UInt8] {
+        defer { pending = [] }
+        return pending
+    }
+
+    /// Replaces every occurrence of each key in `bytes` with asterisks.
+    static func mask(_ bytes: inout [UInt8], keys: [[UInt8]]) {
+        for key in keys {
+            var searchStart = 0
+            while let found = firstIndex(of: key, in: bytes, from: searchStart) {
+                bytes.replaceSubrange(found..<(found + key.count), with: repeatElement(UInt8(ascii: "*"), count: key.count))
+                searchStart = found + key.count
+            }
+        }
+    }
+
+    /// Returns the length of the longest end of `bytes` that is a proper prefix of a key, or 0.
+    private func longestKeyPrefixAtEnd(of bytes: [UInt8]) -> Int {
+        var longest = 0
+        for key in keys {
+            var length = min(key.count - 1, bytes.count)
+            while length > longest {
+                if bytes[(bytes.count - length)...].elementsEqual(key[..<length]) {
+                    longest = length
+                    break
+                }
+                length -= 1
+            }
+        }
+        return longest
+    }
+}

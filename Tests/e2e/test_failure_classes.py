@@ -3,6 +3,7 @@ comes is charged an estimate, and a call the upstream fails consumes no quota.""
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -184,5 +185,56 @@ def test_upstream_echo_of_real_key_is_hidden(tmp_path):
         assert result.returncode == 0, result.stderr
         assert "sk-tester-REALKEY" not in result.stdout
         assert "Incorrect API key provided: ****" in result.stdout
+    finally:
+        server.shutdown()
+
+
+class EchoingStream(BaseHTTPRequestHandler):
+    """Streams a completion whose text quotes the key it was given, split across two writes."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        key = self.headers.get("Authorization", "").removeprefix("Bearer ")
+        half = len(key) // 2
+
+        def event(text):
+            chunk = {"id": "c1", "object": "chat.completion.chunk", "model": "gpt-4o-mini",
+                     "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+            return f"data: {json.dumps(chunk)}\n\n".encode()
+
+        first = event(f"your key is {key}")
+        cut = first.index(key.encode()) + half
+        usage = {"id": "c1", "object": "chat.completion.chunk", "model": "gpt-4o-mini", "choices": [],
+                 "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}}
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        for part in [first[:cut], first[cut:], f"data: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode()]:
+            self.wfile.write(part)
+            self.wfile.flush()
+            time.sleep(0.05)
+
+
+STREAM_ECHO_AGENT = """
+import openai
+stream = openai.OpenAI(max_retries=0).chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
+                                                              max_tokens=5, stream=True)
+print("".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices))
+"""
+
+
+def test_streamed_echo_of_real_key_is_hidden(tmp_path):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), EchoingStream)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    key = "sk-tester-REALKEY-0123456789"
+    try:
+        result = run_mg(tmp_path, "rules:\n  - action: \"llm:*\"\n", STREAM_ECHO_AGENT, "--upstream",
+                        f"openai=http://127.0.0.1:{server.server_address[1]}/v1", env={"OPENAI_API_KEY": key})
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "your key is " + "*" * len(key)
     finally:
         server.shutdown()
