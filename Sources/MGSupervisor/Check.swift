@@ -27,6 +27,12 @@ enum PolicyCheck {
         for file in files {
             do {
                 let policy = try PolicyLoader.load(file: file)
+                let problems = sandboxProblems(policy)
+                guard problems.isEmpty else {
+                    failed = true
+                    FileHandle.standardError.write(Data(problems.map { "\(file): \($0)\n" }.joined().utf8))
+                    continue
+                }
                 output += "\(file): valid, \(policy.rules.count) rule\(policy.rules.count == 1 ? "" : "s")\n"
                 if explain { output += explanation(of: policy) }
             } catch {
@@ -36,6 +42,23 @@ enum PolicyCheck {
         }
         FileHandle.standardOutput.write(Data(output.utf8))
         return failed ? 1 : 0
+    }
+
+    /// Returns what a run would reject at start about the files run.sandbox names: a seccomp profile
+    /// file that cannot be read or compiled, and writable paths that do not exist.
+    static func sandboxProblems(_ policy: Policy) -> [String] {
+        var problems: [String] = []
+        if let profile = policy.run?.sandboxProfile, profile != "none" {
+            do {
+                _ = try SeccompProfile.load(profile).program()
+            } catch {
+                problems.append("run.sandbox.profile: \(error.description)")
+            }
+        }
+        for path in policy.run?.writable ?? [] where !FileManager.default.fileExists(atPath: path) {
+            problems.append("run.sandbox.writable: '\(path)' not found; create it or remove it from the list")
+        }
+        return problems
     }
 
     /// Returns the policy's metadata and a table of the limits each rule sets.

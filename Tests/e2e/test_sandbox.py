@@ -161,3 +161,16 @@ def test_processes_limit_caps_the_tree_through_the_pids_cgroup(tmp_path):
     mount = leftovers[0].split(" ")[4] if leftovers else None
     if mount is not None and os.path.isdir(f"{mount}/mg-run"):
         assert [name for name in os.listdir(f"{mount}/mg-run") if not name.startswith(("cgroup.", "notify_on_release", "pids.", "tasks"))] == []
+
+
+def test_check_reports_a_bad_profile_file_and_missing_writable_path(tmp_path):
+    profile = tmp_path / "bad.seccomp"
+    profile.write_text("default errno ENOSYS\nallow read\nbogus here\n")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f'run:\n  sandbox:\n    profile: "{profile}"\n    writable: ["{tmp_path}/missing"]\n' + POLICY)
+    completed = subprocess.run([MG_RUN, "check", str(policy)], capture_output=True, text=True, timeout=30)
+    assert completed.returncode == 1
+    assert completed.stdout == ""
+    errors = completed.stderr.splitlines()
+    assert errors[0] == f"{policy}: run.sandbox.profile: invalid seccomp profile {profile}: line 3: unknown rule 'bogus'; a line starts with default, allow, errno or notify"
+    assert errors[1] == f"{policy}: run.sandbox.writable: '{tmp_path}/missing' not found; create it or remove it from the list"
