@@ -102,7 +102,7 @@ final class CodeExecuteMonitor: Sendable {
             hostPath = "/proc/\(pid)/fd/\(directoryFD)"
             shownPath = (try? FileManager.default.destinationOfSymbolicLink(atPath: hostPath)) ?? requestedPath
         } else if requestedPath.hasPrefix("/") {
-            hostPath = "/proc/\(pid)/root\(requestedPath)"
+            hostPath = CodeExecuteMonitor.hostPath(of: requestedPath, pid: pid)
         } else {
             let base = directoryFD == Int32(AT_FDCWD) ? "/proc/\(pid)/cwd" : "/proc/\(pid)/fd/\(directoryFD)"
             hostPath = "\(base)/\(requestedPath)"
@@ -160,14 +160,41 @@ final class CodeExecuteMonitor: Sendable {
     /// up to four levels deep.
     private func interpreter(of path: String, at hostPath: String, root: String, depth: Int) -> String? {
         if let found = settings.interpreter(of: path) { return found }
-        if let resolved = realpath(hostPath, nil) {
-            defer { free(resolved) }
-            if let found = settings.interpreter(of: String(cString: resolved)) { return found }
+        if let target = CodeExecuteMonitor.linkTarget(of: hostPath, root: root), let found = settings.interpreter(of: target) {
+            return found
         }
         guard depth < 4, let script = CodeExecuteSettings.shebangInterpreter(CodeExecuteMonitor.head(of: hostPath)) else { return nil }
         // `#!/usr/bin/env python3` names a program that env looks up on PATH, and its exec comes here too.
         guard script.hasPrefix("/") else { return settings.interpreter(of: script) }
         return interpreter(of: script, at: root + script, root: root, depth: depth + 1)
+    }
+
+    /// Returns where an absolute path of process `pid` is, seen from mg-run: under its root, with
+    /// `/proc/self`, `/proc/thread-self` and `/dev/fd` meaning that process, not mg-run.
+    static func hostPath(of path: String, pid: pid_t) -> String {
+        for (prefix, replacement) in [("/proc/self/", "/proc/\(pid)/"), ("/proc/thread-self/", "/proc/\(pid)/"), ("/dev/fd/", "/proc/\(pid)/fd/")]
+        where path.hasPrefix(prefix) {
+            return replacement + path.dropFirst(prefix.count)
+        }
+        return "/proc/\(pid)/root\(path)"
+    }
+
+    /// Follows the symbolic links of a path's last component, up to 40, inside the process's root: an
+    /// absolute target is read under `root`, because realpath would resolve it against mg-run's own mounts.
+    /// Returns the final target, or nil when the path is no link.
+    static func linkTarget(of hostPath: String, root: String) -> String? {
+        var current = hostPath
+        var target: String?
+        for _ in 0..<40 {
+            guard let next = try? FileManager.default.destinationOfSymbolicLink(atPath: current) else { break }
+            target = next
+            if next.hasPrefix("/") {
+                current = root + next
+            } else {
+                current = URL(fileURLWithPath: current).deletingLastPathComponent().appendingPathComponent(next).path
+            }
+        }
+        return target
     }
 
     /// Reads field `index` (1-based, as in proc(5)) of /proc/PID/stat, whose process name may contain spaces.

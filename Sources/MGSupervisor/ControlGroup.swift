@@ -23,13 +23,7 @@ final class ControlGroup: Sendable {
     /// Creates the run's cgroup under `<cgroup2>/mg-run/`, or returns nil when cgroup2 is missing or not writable.
     static func create(runID: String) -> ControlGroup? {
         guard let mount = mountPoint() else { return nil }
-        // Cgroups of runs whose mg-run was killed are left empty; rmdir removes only empty ones. A cgroup
-        // created in the last minute may belong to a run that has not moved its tree in yet, so it stays.
-        for stale in (try? FileManager.default.contentsOfDirectory(atPath: "\(mount)/mg-run")) ?? [] where !stale.hasPrefix("cgroup.") {
-            var info = stat()
-            let candidate = "\(mount)/mg-run/\(stale)"
-            if stat(candidate, &info) == 0 && Double(time(nil) - info.st_ctim.tv_sec) > 60 { rmdir(candidate) }
-        }
+        removeStale(under: "\(mount)/mg-run")
         let path = "\(mount)/mg-run/\(runID)"
         do {
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
@@ -45,6 +39,18 @@ final class ControlGroup: Sendable {
 
     private init(path: String) {
         self.path = path
+    }
+
+    /// Removes the empty cgroups that runs killed with SIGKILL left under `directory`: rmdir removes
+    /// only empty ones. A cgroup created in the last minute may belong to a run that has not moved its
+    /// tree in yet, so it stays.
+    static func removeStale(under directory: String) {
+        let controlFiles = ["cgroup.", "notify_on_release", "release_agent", "tasks", "pids.", "memory.", "cpu"]
+        for stale in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] where !controlFiles.contains(where: stale.hasPrefix) {
+            var info = stat()
+            let candidate = "\(directory)/\(stale)"
+            if stat(candidate, &info) == 0 && Double(time(nil) - info.st_ctim.tv_sec) > 60 { rmdir(candidate) }
+        }
     }
 
     /// Opens `cgroup.procs` for writing, so the spawner can move the tree's init in before the program starts.
@@ -140,6 +146,7 @@ final class ProcessLimitGroup: Sendable {
         guard let mount = versionOneMount() else {
             throw SpawnError(description: "run.sandbox.rlimits.processes needs the cgroup pids controller, which is mounted neither in cgroup2 nor as a version 1 hierarchy; mount it, or remove the limit", exitStatus: ExitStatus.internalError)
         }
+        ControlGroup.removeStale(under: "\(mount)/mg-run")
         let path = "\(mount)/mg-run/\(runID)"
         do {
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)

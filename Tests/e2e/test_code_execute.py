@@ -121,12 +121,19 @@ def test_links_and_shebang_chains_are_followed(tmp_path):
     (tmp_path / "outer").write_text(f"#!{tmp_path / 'inner'}\n")
     for name in ["inner", "outer"]:
         (tmp_path / name).chmod(0o755)
-    script = (f"import subprocess\nfor command in [[{str(tmp_path / 'renamed')!r}, '-c', 'pass'], [{str(tmp_path / 'inner')!r}], [{str(tmp_path / 'outer')!r}]]:\n"
-              "    try:\n        subprocess.run(command, check=True)\n        print('ran')\n    except PermissionError:\n        print('refused')\n")
+    # Also a descriptor of the interpreter run as /proc/self/fd/N and /dev/fd/N, and a link that exists
+    # only in the sandbox's private /run.
+    script = (f"import os, subprocess, sys\n"
+              f"fd = os.open(os.path.realpath(sys.executable), os.O_RDONLY)\n"
+              f"os.symlink(os.path.realpath(sys.executable), '/run/pyx')\n"
+              f"commands = [[{str(tmp_path / 'renamed')!r}, '-c', 'pass'], [{str(tmp_path / 'inner')!r}], [{str(tmp_path / 'outer')!r}],\n"
+              f"            [f'/proc/self/fd/{{fd}}', '-c', 'pass'], [f'/dev/fd/{{fd}}', '-c', 'pass'], ['/run/pyx', '-c', 'pass']]\n"
+              "for command in commands:\n"
+              "    try:\n        subprocess.run(command, check=True, pass_fds=[fd])\n        print('ran')\n    except PermissionError:\n        print('refused')\n")
     policy = 'default_effect: allow\nrules:\n  - action: "llm:*"\n  - action: "code:execute"\n    effect: deny\n'
     result = run_mg(tmp_path, policy, script, "--upstream", "simulate")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["refused", "refused", "refused"]
+    assert result.stdout.split() == ["refused"] * 6
 
 
 def timed_exec(*arguments):
