@@ -99,6 +99,9 @@ private func parseError(_ text: String) -> String? {
         // IPv4 and IPv6 sockets only: no named Unix sockets of host daemons.
         let families = strict.rules.filter { $0.systemCall == "socket" && $0.action == .allow }.flatMap(\.anyOf)
         #expect(families == [2, 10].map { .init(argument: 0, comparison: .equal($0)) })
+        let refusedFamilies = strict.rules.filter { $0.systemCall == "socket" && $0.action == .errno(13) }.flatMap(\.anyOf)
+        #expect(refusedFamilies.contains(.init(argument: 0, comparison: .equal(1))), "AF_UNIX fails with EACCES")
+        #expect(refusedFamilies.contains(.init(argument: 0, comparison: .equal(16))), "AF_NETLINK fails with EACCES")
     }
 }
 

@@ -77,6 +77,8 @@ private func restrictions(_ yaml: String) throws -> TimeRestrictions {
             rules: [{action: x}]
             """, file: "r.yaml")
         #expect(policy.run?.sandboxProfile == "strict")
+        let relative = try PolicyLoader.parse(text: "run: {sandbox: {profile: seccomp/mine.seccomp}}\nrules: [{action: x}]\n", file: "/etc/mg-run/p.yaml")
+        #expect(relative.run?.sandboxProfile == "/etc/mg-run/seccomp/mine.seccomp")
         #expect(policy.run?.writable == ["/srv/work", "/tmp"])
         #expect(policy.run?.codeExecute == CodeExecuteSettings(interpreters: ["python3", "node"]))
         #expect(policy.run?.maxDurationSeconds == 1_800)

@@ -117,7 +117,7 @@ def test_strict_profile_keeps_the_proxy_and_refuses_unix_sockets(tmp_path):
     policy = 'run:\n  sandbox: {profile: strict}\n' + POLICY
     result = run_mg(tmp_path, policy, STRICT, "--upstream", "simulate")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"unix": 38, "proxy": 200}
+    assert json.loads(result.stdout) == {"unix": 13, "proxy": 200}
 
 
 def test_unknown_seccomp_profile_file_is_named(tmp_path):
