@@ -51,6 +51,10 @@ public enum CommandLineInterface {
                               only loopback, where the proxy listens; none: no proxy
                               either; host: the host's network, which lets the agent
                               go around the meter
+      --pass-env NAME         keep the credential-like variable NAME in the agent's
+                              environment (repeatable); others (*_API_KEY, *_TOKEN,
+                              *SECRET*, *_PASSWORD, AWS_ACCESS_KEY_ID, SSH_AUTH_SOCK,
+                              ...) are removed, and the provider keys always are
       --no-sandbox            run the agent without namespaces or seccomp (a warning
                               is logged); only when a policy layer names no
                               run.sandbox.profile other than none
@@ -176,6 +180,7 @@ public enum CommandLineInterface {
                 }
                 options.network = mode
             case "--no-sandbox": options.noSandbox = true
+            case "--pass-env": options.passedVariables.append(try value(argument))
             case "--summary": options.summaryPath = try value(argument)
             case "--audit": options.auditPath = try value(argument)
             case "--max-duration":

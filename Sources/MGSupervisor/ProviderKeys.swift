@@ -30,6 +30,20 @@ public enum ProviderKeys {
         }
     }
 
+    /// Names of credentials that do not follow the suffix patterns below.
+    static let credentialNames: Set<String> = [
+        "AWS_ACCESS_KEY_ID", "SSH_AUTH_SOCK", "GOOGLE_APPLICATION_CREDENTIALS", "DOCKER_AUTH_CONFIG", "KUBECONFIG",
+    ]
+
+    /// Returns whether a variable's name marks it as a credential: `*_API_KEY`, `*_TOKEN`, `*SECRET*`,
+    /// `*_PASSWORD` and the like, or one of `credentialNames`.
+    static func looksLikeCredential(_ name: String) -> Bool {
+        let upper = name.uppercased()
+        if credentialNames.contains(upper) || upper.contains("SECRET") { return true }
+        let suffixes = ["_API_KEY", "_APIKEY", "_TOKEN", "_ACCESS_KEY", "_PRIVATE_KEY", "_PASSWORD", "_PASSWD", "_CREDENTIALS", "_AUTH"]
+        return suffixes.contains { upper.hasSuffix($0) } || ["TOKEN", "PASSWORD", "API_KEY"].contains(upper)
+    }
+
     public static func value(_ name: String) -> String? {
         captured.withLock { $0[name] } ?? ProcessInfo.processInfo.environment[name]
     }

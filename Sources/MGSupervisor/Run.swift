@@ -35,6 +35,8 @@ public struct RunOptions: Sendable {
     public var killGraceSeconds: Double = 5
     /// --no-sandbox: run the agent without namespaces or seccomp, which the user asked for explicitly.
     public var noSandbox = false
+    /// --pass-env NAME: credential-like variables the agent may keep.
+    public var passedVariables: [String] = []
     public var simulateLatencyMilliseconds = 0
     public var simulateEventDelayMilliseconds = 0
     public var command: [String] = []
@@ -801,6 +803,12 @@ public final class Run: Sendable {
         var environment = ProcessInfo.processInfo.environment
         for name in ProviderKeys.names {
             environment.removeValue(forKey: name)
+        }
+        // Other services' credentials stay with mg-run unless passed on by name.
+        let removed = environment.keys.filter { ProviderKeys.looksLikeCredential($0) && !options.passedVariables.contains($0) }.sorted()
+        for name in removed { environment.removeValue(forKey: name) }
+        if !removed.isEmpty {
+            logger.info("kept credential-like variables out of the agent's environment; pass one on with --pass-env NAME", [("names", removed.joined(separator: ","))])
         }
         environment["OPENAI_BASE_URL"] = proxyURL + "/v1"
         environment["OPENAI_API_BASE"] = proxyURL + "/v1"

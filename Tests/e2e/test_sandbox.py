@@ -174,3 +174,28 @@ def test_check_reports_a_bad_profile_file_and_missing_writable_path(tmp_path):
     errors = completed.stderr.splitlines()
     assert errors[0] == f"{policy}: run.sandbox.profile: invalid seccomp profile {profile}: line 3: unknown rule 'bogus'; a line starts with default, allow, errno or notify"
     assert errors[1] == f"{policy}: run.sandbox.writable: '{tmp_path}/missing' not found; create it or remove it from the list"
+
+
+ENVIRONMENT = r"""
+import json, os
+names = ["GITHUB_TOKEN", "MY_SERVICE_API_KEY", "AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "DB_PASSWORD", "PLAIN_SETTING",
+         "OPENAI_API_KEY", "MG_RUN_TOKEN"]
+print(json.dumps({name: os.environ.get(name) for name in names}))
+"""
+
+
+def test_credentials_stay_out_of_the_agent_environment(tmp_path):
+    secrets = {"GITHUB_TOKEN": "ghp-test-value", "MY_SERVICE_API_KEY": "svc-test-value", "AWS_SECRET_ACCESS_KEY": "aws-secret-value",
+               "AWS_ACCESS_KEY_ID": "AKIATESTVALUE", "DB_PASSWORD": "db-test-value", "PLAIN_SETTING": "plain"}
+    result = run_mg(tmp_path, POLICY, ENVIRONMENT, "--upstream", "simulate", "--pass-env", "MY_SERVICE_API_KEY", env=secrets)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert seen["MY_SERVICE_API_KEY"] == "svc-test-value", "passed on by --pass-env"
+    assert seen["PLAIN_SETTING"] == "plain"
+    for name in ["GITHUB_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "DB_PASSWORD"]:
+        assert seen[name] is None, name
+    assert seen["OPENAI_API_KEY"] == seen["MG_RUN_TOKEN"]
+    assert seen["MG_RUN_TOKEN"].startswith("mgr-")
+    assert "names=AWS_ACCESS_KEY_ID,AWS_SECRET_ACCESS_KEY,DB_PASSWORD,GITHUB_TOKEN" in result.stderr
+    for value in ["ghp-test-value", "aws-secret-value", "db-test-value"]:
+        assert value not in result.stderr
