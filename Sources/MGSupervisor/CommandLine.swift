@@ -117,24 +117,17 @@ public enum CommandLineInterface {
 
     static func parseRun(_ arguments: [String]) throws(RunError) -> RunOptions {
         var options = RunOptions()
-        var index = 0
+        var cursor = OptionCursor(arguments, help: "mg-run --help")
         func value(_ name: String) throws(RunError) -> String {
-            index += 1
-            guard index < arguments.count else { throw RunError("missing value after \(name); see mg-run --help") }
-            return arguments[index]
+            try cursor.value(name)
         }
         func number(_ name: String) throws(RunError) -> Int {
             let text = try value(name)
             guard let parsed = Int(text), parsed >= 0 else { throw RunError("invalid \(name) '\(text)'; expected a non-negative whole number") }
             return parsed
         }
-        while index < arguments.count {
-            let argument = arguments[index]
+        while let argument = cursor.nextOption() {
             switch argument {
-            case "--":
-                options.command = Array(arguments[(index + 1)...])
-                index = arguments.count
-                continue
             case "--policy": options.policyFiles.append(try value(argument))
             case "--prices": options.pricesFile = try value(argument)
             case "--upstream": options.upstreams.append(try value(argument))
@@ -198,16 +191,10 @@ public enum CommandLineInterface {
             case "--simulate-latency-ms": options.simulateLatencyMilliseconds = try number(argument)
             case "--simulate-event-delay-ms": options.simulateEventDelayMilliseconds = try number(argument)
             default:
-                if argument.hasPrefix("-") {
-                    throw RunError("unknown option '\(argument)'; see mg-run --help")
-                }
-                // A command without "--" in front: everything from here is the command.
-                options.command = Array(arguments[index...])
-                index = arguments.count
-                continue
+                throw RunError("unknown option '\(argument)'; see mg-run --help")
             }
-            index += 1
         }
+        options.command = cursor.command
         if !options.upstreams.contains("simulate") && (options.simulateLatencyMilliseconds > 0 || options.simulateEventDelayMilliseconds > 0) {
             throw RunError("--simulate-latency-ms and --simulate-event-delay-ms need --upstream simulate")
         }
@@ -270,5 +257,41 @@ public enum CommandLineInterface {
         done.wait()
         server.stop()
         return 0
+    }
+}
+
+/// A reader of options and their values from the front of the arguments, up to the command: what follows
+/// `--`, or everything from the first argument that does not start with `-`.
+struct OptionCursor {
+    private let arguments: [String]
+    private var index = 0
+    /// The help command that the message about a missing value points to, such as "mg-run exec --help".
+    private let help: String
+    /// The command, once `nextOption()` has returned nil.
+    private(set) var command: [String] = []
+
+    init(_ arguments: [String], help: String) {
+        self.arguments = arguments
+        self.help = help
+    }
+
+    /// Returns the next option, or nil where the options end, with the rest in `command`.
+    mutating func nextOption() -> String? {
+        guard index < arguments.count else { return nil }
+        let argument = arguments[index]
+        guard argument != "--", argument.hasPrefix("-") else {
+            command = Array(arguments[(argument == "--" ? index + 1 : index)...])
+            index = arguments.count
+            return nil
+        }
+        index += 1
+        return argument
+    }
+
+    /// Returns the value that follows the option `name`.
+    mutating func value(_ name: String) throws(RunError) -> String {
+        guard index < arguments.count else { throw RunError("missing value after \(name); see \(help)") }
+        index += 1
+        return arguments[index - 1]
     }
 }

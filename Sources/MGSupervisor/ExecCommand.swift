@@ -4,7 +4,7 @@ import MGPolicy
 
 /// `mg-run exec`: runs one program in a throwaway sandbox, for agent frameworks that let the user set which
 /// command runs the code they generate. The sandbox has no network, a read-only file system with a fresh
-/// scratch directory, tight rlimits, the strict seccomp profile by default, and a wall-clock limit
+/// scratch directory, tight rlimits and the strict seccomp profile by default. Its wall-clock limit is
 /// enforced by killing the whole PID namespace when a poll on the program's status times out.
 enum ExecCommand {
     static let help = """
@@ -67,11 +67,9 @@ enum ExecCommand {
 
     static func parse(_ arguments: [String]) throws(RunError) -> Options {
         var options = Options()
-        var index = 0
+        var cursor = OptionCursor(arguments, help: "mg-run exec --help")
         func value(_ name: String) throws(RunError) -> String {
-            index += 1
-            guard index < arguments.count else { throw RunError("missing value after \(name); see mg-run exec --help") }
-            return arguments[index]
+            try cursor.value(name)
         }
         func count(_ name: String, range: ClosedRange<UInt64>) throws(RunError) -> UInt64 {
             let text = try value(name)
@@ -80,13 +78,8 @@ enum ExecCommand {
             }
             return parsed
         }
-        while index < arguments.count {
-            let argument = arguments[index]
+        while let argument = cursor.nextOption() {
             switch argument {
-            case "--":
-                options.command = Array(arguments[(index + 1)...])
-                index = arguments.count
-                continue
             case "--profile": options.profile = try value(argument)
             case "--timeout":
                 let text = try value(argument)
@@ -99,13 +92,10 @@ enum ExecCommand {
             case "--open-files": options.openFiles = try count(argument, range: 16...1_048_576)
             case "--env": options.passedVariables.append(try value(argument))
             default:
-                if argument.hasPrefix("-") { throw RunError("unknown option '\(argument)' for exec; see mg-run exec --help") }
-                options.command = Array(arguments[index...])
-                index = arguments.count
-                continue
+                throw RunError("unknown option '\(argument)' for exec; see mg-run exec --help")
             }
-            index += 1
         }
+        options.command = cursor.command
         guard !options.command.isEmpty else {
             throw RunError("missing command; usage: mg-run exec [--timeout 5s] -- COMMAND [ARG...]")
         }
