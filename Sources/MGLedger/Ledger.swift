@@ -524,6 +524,22 @@ public final class Ledger: SharedLedger, @unchecked Sendable {
     }
 }
 
+/// Reader of /proc/PID/stat, whose process name, in parentheses, may contain spaces.
+public enum ProcessStat {
+    /// Returns the fields after the process name: state (field 3 in proc(5)) first. Nil when the process is gone.
+    public static func fields(of pid: Int32) -> [Substring]? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = text.lastIndex(of: ")") else { return nil }
+        return text[text.index(after: close)...].split(separator: " ")
+    }
+
+    /// Returns field `number` (as numbered in proc(5), from 3) of `fields`, such as 4 (the parent) or 22 (the start time).
+    public static func field(_ number: Int, of fields: [Substring]) -> UInt64? {
+        guard number >= 3, fields.count > number - 3 else { return nil }
+        return UInt64(fields[number - 3])
+    }
+}
+
 /// Identifies a process across PID reuse: the boot id, its PID namespace and its start time in clock ticks.
 enum ProcessIdentity {
     /// Returns whether an identity was recorded in this process's PID namespace, where its pid can be looked up.
@@ -540,13 +556,9 @@ enum ProcessIdentity {
     static func current() -> String { of(pid: getpid()) ?? "unknown" }
 
     static func of(pid: Int32) -> String? {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return nil }
-        // Fields after the command name, which may hold spaces: state is field 3, starttime field 22.
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
         // A zombie has exited: its mg-run can no longer settle anything.
-        guard fields.count > 19, fields[0] != "Z" else { return nil }
-        return "\(bootID):\(pidNamespace):\(fields[19])"
+        guard let fields = ProcessStat.fields(of: pid), let started = ProcessStat.field(22, of: fields), fields[0] != "Z" else { return nil }
+        return "\(bootID):\(pidNamespace):\(started)"
     }
 
     static let bootID: String = (try? String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8))?

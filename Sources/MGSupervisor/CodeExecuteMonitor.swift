@@ -1,5 +1,6 @@
 import CShim
 import Foundation
+import MGLedger
 import MGPolicy
 import Synchronization
 
@@ -116,19 +117,8 @@ final class CodeExecuteMonitor: Sendable {
         let interpreter = interpreter(of: shownPath, at: hostPath, root: "/proc/\(pid)/root", depth: 0)
         // The memory read above belongs to this call only if it is still waiting.
         guard mg_notify_valid(listener, notification.id) == 1 else { return }
-        let ancestors = CodeExecuteMonitor.ancestors(of: pid, upTo: programPID)
-        // A sub-agent's mg-run starting its program: the parent's delegate:spawn check governs that start,
-        // and the sub-agent's own code executions are counted like any other.
-        let nestedStart = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")) == CodeExecuteMonitor.ownBinary
-        let counted = !nestedStart && pid != programPID && interpreter != nil && state.withLock { state -> Bool in
-            let inside = ([pid] + ancestors).contains { candidate in
-                guard let started = state.admitted[candidate] else { return false }
-                return CodeExecuteMonitor.startTime(of: candidate) == started
-            }
-            return !inside
-        }
         var error: Int32 = 0
-        if counted, let interpreter {
+        if let interpreter, isCounted(pid) {
             let started = CodeExecuteMonitor.startTime(of: pid)
             let repeated = state.withLock { state in
                 state.refused[pid].map { $0.started == started && $0.interpreter == interpreter } ?? false
@@ -153,6 +143,21 @@ final class CodeExecuteMonitor: Sendable {
             }
         }
         _ = mg_notify_respond(listener, notification.id, error)
+    }
+
+    /// Returns whether an interpreter that process `pid` starts is a new code execution: the process is not
+    /// the agent itself, not a sub-agent's mg-run starting its program, and not inside an admitted execution.
+    private func isCounted(_ pid: pid_t) -> Bool {
+        guard pid != programPID else { return false }
+        // The parent's delegate:spawn check governs a sub-agent's start; its own code executions count like any other.
+        if (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")) == CodeExecuteMonitor.ownBinary { return false }
+        let ancestors = CodeExecuteMonitor.ancestors(of: pid, upTo: programPID)
+        let admitted = state.withLock { $0.admitted }
+        let inside = ([pid] + ancestors).contains { candidate in
+            guard let started = admitted[candidate] else { return false }
+            return CodeExecuteMonitor.startTime(of: candidate) == started
+        }
+        return !inside
     }
 
     /// Returns the interpreter in `settings` that running `path` (found at `hostPath`) starts: by the program's
@@ -197,14 +202,9 @@ final class CodeExecuteMonitor: Sendable {
         return target
     }
 
-    /// Reads field `index` (1-based, as in proc(5)) of /proc/PID/stat, whose process name may contain spaces.
-    private static func statField(_ pid: pid_t, _ index: Int) -> UInt64? {
-        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = text.lastIndex(of: ")") else { return nil }
-        let fields = text[text.index(after: close)...].split(separator: " ")
-        // fields[0] is field 3 (state).
-        guard index >= 3, fields.count > index - 3 else { return nil }
-        return UInt64(fields[index - 3])
+    /// Reads field `number` (as numbered in proc(5)) of /proc/PID/stat.
+    private static func statField(_ pid: pid_t, _ number: Int) -> UInt64? {
+        ProcessStat.fields(of: pid).flatMap { ProcessStat.field(number, of: $0) }
     }
 
     static func startTime(of pid: pid_t) -> UInt64? {

@@ -10,12 +10,20 @@ final class ControlGroup: Sendable {
 
     /// Returns the cgroup2 mount point, or nil when there is none.
     static func mountPoint(mountInfo: String? = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) -> String? {
+        firstMount(in: mountInfo) { fileSystem, _ in fileSystem == "cgroup2" }
+    }
+
+    /// Returns the first mount point of /proc/self/mountinfo whose file system type and super options
+    /// (such as "pids" of a version 1 cgroup) `matches` accepts.
+    static func firstMount(in mountInfo: String?, where matches: (Substring, [Substring]) -> Bool) -> String? {
         for line in (mountInfo ?? "").split(separator: "\n") {
             // Fields: id parent major:minor root mount-point options ... - fstype source super-options
             let parts = line.components(separatedBy: " - ")
-            guard parts.count == 2, parts[1].hasPrefix("cgroup2 ") else { continue }
+            guard parts.count == 2 else { continue }
+            let tail = parts[1].split(separator: " ")
             let fields = parts[0].split(separator: " ")
-            if fields.count > 4 { return String(fields[4]) }
+            guard let fileSystem = tail.first, fields.count > 4 else { continue }
+            if matches(fileSystem, tail.last?.split(separator: ",") ?? []) { return String(fields[4]) }
         }
         return nil
     }
@@ -125,14 +133,7 @@ final class ProcessLimitGroup: Sendable {
 
     /// Returns the mount point of the version 1 hierarchy of the pids controller, or nil.
     static func versionOneMount(mountInfo: String? = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) -> String? {
-        for line in (mountInfo ?? "").split(separator: "\n") {
-            let parts = line.components(separatedBy: " - ")
-            guard parts.count == 2, parts[1].hasPrefix("cgroup ") else { continue }
-            let superOptions = parts[1].split(separator: " ").last.map { $0.split(separator: ",") } ?? []
-            let fields = parts[0].split(separator: " ")
-            if superOptions.contains("pids"), fields.count > 4 { return String(fields[4]) }
-        }
-        return nil
+        ControlGroup.firstMount(in: mountInfo) { fileSystem, superOptions in fileSystem == "cgroup" && superOptions.contains("pids") }
     }
 
     /// Creates the group with `pids.max` set to `limit`, in the run's cgroup2 group when it has the
