@@ -192,7 +192,7 @@ public enum PolicyLoader {
         if let node = top["run"] {
             policy.run = readRunSettings(node, reader: &reader)
             // A relative profile file is read beside the policy, wherever mg-run runs from.
-            if let profile = policy.run?.sandboxProfile, profile.hasSuffix(".seccomp") || profile.contains("/"), !profile.hasPrefix("/") {
+            if let profile = policy.run?.sandboxProfile, SeccompRules.namesFile(profile), !profile.hasPrefix("/") {
                 let directory = URL(fileURLWithPath: file).deletingLastPathComponent()
                 policy.run?.sandboxProfile = directory.appendingPathComponent(profile).standardizedFileURL.path
             }

@@ -168,6 +168,12 @@ public struct SeccompRules: Sendable, Equatable {
         return UInt64(text)
     }
 
+    /// Returns whether a profile name given to `run.sandbox.profile` or `--profile` names a file (it has a
+    /// slash or ends in `.seccomp`) rather than a shipped profile.
+    public static func namesFile(_ profile: String) -> Bool {
+        profile.contains("/") || profile.hasSuffix(".seccomp")
+    }
+
     /// Adds `notify` rules for these system calls, replacing the rules they had (for code:execute).
     public func notifying(_ systemCalls: [String]) -> SeccompRules {
         var copy = self

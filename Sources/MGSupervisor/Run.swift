@@ -171,7 +171,7 @@ public final class Run: Sendable {
         } catch {
             throw RunError(error.description, exitStatus: error.exitStatus)
         }
-        let network = try effectiveNetwork(parent: parent, isolation: profile.isolation, layerNetworks: layers.compactMap { $0.run?.network })
+        let network = try effectiveNetwork(isolation: profile.isolation, layerNetworks: layers.compactMap { $0.run?.network })
         grace.withLock { $0 = ([options.killGraceSeconds] + layers.compactMap { $0.run?.killGraceSeconds }).min() ?? options.killGraceSeconds }
         var hostServer: HTTPServer?
         if network != .proxyOnly {
@@ -205,7 +205,7 @@ public final class Run: Sendable {
             let path = try Spawner.resolve(options.command[0], path: environment["PATH"])
             var sandbox = Sandbox(isolation: profile.isolation, network: network, listenPort: Run.sandboxProxyPort)
             if let seccomp = profile.seccomp {
-                // code:execute: the tree's execs come to mg-run, which asks the policy about interpreters.
+                // code:execute: the tree's execs stop until mg-run has the policy decide on interpreters.
                 sandbox.seccomp = try SeccompProfile(name: seccomp.name, rules: seccomp.rules.notifying(["execve", "execveat"])).program()
                 sandbox.seccompListener = true
             }
@@ -247,10 +247,12 @@ public final class Run: Sendable {
         }
         var codeMonitor: CodeExecuteMonitor?
         if tree.listenerFD >= 0 {
-            let settings = layers.compactMap { $0.run?.codeExecute }.reduce(into: CodeExecuteSettings(interpreters: [])) { merged, layer in
-                merged.interpreters += layer.interpreters.filter { !merged.interpreters.contains($0) }
+            // Every interpreter any layer lists, or the default list when no layer sets run.code_execute.
+            var interpreters = CodeExecuteSettings()
+            let lists = layers.compactMap { $0.run?.codeExecute?.interpreters }
+            if !lists.isEmpty {
+                interpreters.interpreters = lists.joined().reduce(into: []) { names, name in if !names.contains(name) { names.append(name) } }
             }
-            let interpreters = layers.contains { $0.run?.codeExecute != nil } ? settings : CodeExecuteSettings()
             codeMonitor = CodeExecuteMonitor(listener: tree.listenerFD, settings: interpreters, programPID: tree.programPID) { [logger, audit] execution in
                 Run.decideCodeExecution(execution, sandbox: profile.seccomp?.name ?? "none", governor: governor, audit: audit, logger: logger)
             }
@@ -638,11 +640,19 @@ public final class Run: Sendable {
             logger.info("this sub-agent runs in its parent's sandbox", [("depth", String((parent?.depth ?? 0) + 1))])
             return SandboxChoice(isolation: .parentSandbox, seccomp: nil)
         }
-        let files = Set(named.map(\.1).filter { $0.contains("/") })
-        if files.count > 1 || (files.count == 1 && named.contains(where: { !$0.1.contains("/") && $0.1 != "none" })) {
+        let files = Set(named.map(\.1).filter(SeccompRules.namesFile))
+        if files.count > 1 || (files.count == 1 && named.contains(where: { !SeccompRules.namesFile($0.1) && $0.1 != "none" })) {
             throw SpawnError(description: "the policy layers name different seccomp profiles (\(named.map { "\($0.0): \($0.1)" }.joined(separator: ", "))); keep run.sandbox.profile in one layer", exitStatus: ExitStatus.usage)
         }
-        let choice = files.first ?? (named.contains { $0.1 == "strict" } ? "strict" : named.contains { $0.1 == "agent" } ? "agent" : named.isEmpty ? "agent" : "none")
+        let names = named.map(\.1)
+        var choice = "agent"
+        if let file = files.first {
+            choice = file
+        } else if names.contains("strict") {
+            choice = "strict"
+        } else if !names.isEmpty && !names.contains("agent") {
+            choice = "none"
+        }
         if options.noSandbox || choice == "none" {
             logger.warning("running the agent WITHOUT a sandbox, as asked (\(options.noSandbox ? "--no-sandbox" : "run.sandbox.profile: none")): it can reach the network directly and go around the meter")
             return SandboxChoice(isolation: .none, seccomp: nil)
@@ -656,14 +666,12 @@ public final class Run: Sendable {
     /// Returns the network mode the tree gets: the strictest of --network and the layers' run.sandbox.network,
     /// in the order none, proxy_only, host. A sub-agent stays in its parent's network namespace, which lets
     /// it reach only its parent's proxies; a run without a sandbox uses the host's network.
-    private func effectiveNetwork(parent: ParentRun?, isolation: Sandbox.Isolation, layerNetworks: [String]) throws(RunError) -> NetworkMode {
+    private func effectiveNetwork(isolation: Sandbox.Isolation, layerNetworks: [String]) throws(RunError) -> NetworkMode {
         let order: [NetworkMode] = [.none, .proxyOnly, .host]
         let requested = ([options.network].compactMap { $0 } + layerNetworks.compactMap(NetworkMode.init(rawValue:)))
             .min { order.firstIndex(of: $0)! < order.firstIndex(of: $1)! } ?? .proxyOnly
         switch isolation {
-        case .parentSandbox:
-            return .host
-        case .none:
+        case .parentSandbox, .none:
             return .host
         case .namespaces:
             if requested == .host {

@@ -20,7 +20,7 @@ struct SeccompProfile {
     /// contains a slash or ends in `.seccomp`.
     static func load(_ name: String) throws(SpawnError) -> SeccompProfile {
         let path: String
-        if name.contains("/") || name.hasSuffix(".seccomp") {
+        if SeccompRules.namesFile(name) {
             path = name
         } else {
             guard shippedNames.contains(name) else {

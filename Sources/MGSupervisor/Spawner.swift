@@ -22,7 +22,7 @@ struct SpawnedTree {
     var programPID: pid_t = 0
 }
 
-/// How the tree is confined; `Spawner.spawn` sets it up or fails, and never falls back to less.
+/// The confinement of the tree, which `Spawner.spawn` sets up in full or fails, never falling back to less.
 struct Sandbox {
     enum Isolation {
         /// New PID, mount, IPC, UTS (and network) namespaces, with the read-only paths and the seccomp filter.
@@ -52,8 +52,6 @@ struct Sandbox {
     /// Paths that get a fresh, private tmpfs under a read-only root, such as /tmp.
     var scratch: [String] = []
     var scratchBytes: UInt64 = 256 << 20
-    /// The program's working directory; nil keeps mg-run's.
-    var directory: String?
 }
 
 /// Network reach of the agent, from `run.sandbox.network`.
@@ -116,32 +114,30 @@ enum Spawner {
         let network = namespaces ? sandbox.network : .host
         let error: Int32 = path.withCString { pathPointer in
             program.withUnsafeBytes { filter in resources.withUnsafeBufferPointer { resourcePointer in values.withUnsafeBufferPointer { valuePointer in
-                withOptionalCString(sandbox.directory) { directory in
-                    var config = mg_spawn_config(path: pathPointer, argv: argv.pointer, envp: envp.pointer, directory: directory,
-                                                 new_user_namespace: namespaces && !hasSystemAdministration() ? 1 : 0,
-                                                 new_network_namespace: network == .host ? 0 : 1,
-                                                 listen_port: network == .proxyOnly ? sandbox.listenPort : 0,
-                                                 egress_port: network == .proxyOnly ? sandbox.listenPort + 1 : 0,
-                                                 cgroup_procs_fd: sandbox.cgroupProcsFD, pids_procs_fd: sandbox.pidsProcsFD,
-                                                 read_only: sandbox.readOnly.isEmpty || !namespaces ? nil : readOnlyPaths.pointer,
-                                                 rlimit_resources: resourcePointer.baseAddress, rlimit_values: valuePointer.baseAddress,
-                                                 rlimit_count: Int32(sandbox.limits.count),
-                                                 seccomp_program: sandbox.seccomp == nil ? nil : filter.baseAddress,
-                                                 seccomp_program_bytes: UInt32(filter.count),
-                                                 seccomp_listener: sandbox.seccomp != nil && sandbox.seccompListener ? 1 : 0,
-                                                 without_namespaces: namespaces ? 0 : 1,
-                                                 read_only_root: namespaces && sandbox.readOnlyRoot ? 1 : 0,
-                                                 writable: writablePaths.pointer, scratch: scratchPaths.pointer,
-                                                 scratch_bytes: CUnsignedLongLong(sandbox.scratchBytes))
-                    return mg_spawn(&config, &result)
-                }
+                var config = mg_spawn_config(path: pathPointer, argv: argv.pointer, envp: envp.pointer, directory: nil,
+                                             new_user_namespace: namespaces && !hasSystemAdministration() ? 1 : 0,
+                                             new_network_namespace: network == .host ? 0 : 1,
+                                             listen_port: network == .proxyOnly ? sandbox.listenPort : 0,
+                                             egress_port: network == .proxyOnly ? sandbox.listenPort + 1 : 0,
+                                             cgroup_procs_fd: sandbox.cgroupProcsFD, pids_procs_fd: sandbox.pidsProcsFD,
+                                             read_only: sandbox.readOnly.isEmpty || !namespaces ? nil : readOnlyPaths.pointer,
+                                             rlimit_resources: resourcePointer.baseAddress, rlimit_values: valuePointer.baseAddress,
+                                             rlimit_count: Int32(sandbox.limits.count),
+                                             seccomp_program: sandbox.seccomp == nil ? nil : filter.baseAddress,
+                                             seccomp_program_bytes: UInt32(filter.count),
+                                             seccomp_listener: sandbox.seccomp != nil && sandbox.seccompListener ? 1 : 0,
+                                             without_namespaces: namespaces ? 0 : 1,
+                                             read_only_root: namespaces && sandbox.readOnlyRoot ? 1 : 0,
+                                             writable: writablePaths.pointer, scratch: scratchPaths.pointer,
+                                             scratch_bytes: CUnsignedLongLong(sandbox.scratchBytes))
+                return mg_spawn(&config, &result)
             } } }
         }
         if error != 0 {
             throw SpawnError(description: "cannot set up the sandbox: clone with new PID, mount, IPC and UTS namespaces failed: \(String(cString: strerror(error))); run mg-run as root or enable unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1), or pass --no-sandbox to run the agent without a sandbox", exitStatus: 70)
         }
 
-        // The program sends its seccomp listener just before its exec, which waits for an answer on it.
+        // The program sends its seccomp listener just before its exec, which then waits for mg-run's decision.
         var listener: Int32 = -1
         var programPID: pid_t = 0
         if result.notify_fd >= 0 {
@@ -201,12 +197,6 @@ enum Spawner {
         }
         return offset
     }
-}
-
-/// Calls `body` with a C string of `text`, or with nil.
-func withOptionalCString<Result>(_ text: String?, _ body: (UnsafePointer<CChar>?) -> Result) -> Result {
-    guard let text else { return body(nil) }
-    return text.withCString { body($0) }
 }
 
 /// A NULL-terminated array of C strings, for argv and envp.
