@@ -269,7 +269,7 @@ static void exec_program(const struct init_arguments *arguments) {
             _exit(127);
         }
         if (config->seccomp_listener) {
-            // The supervisor answers this process's own execve below, then every later one it is asked about.
+            // The supervisor decides on this process's own execve below, then on every later one it is notified of.
             int listener = (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &program);
             if (listener < 0 || send_descriptor(arguments->notify_write, listener) != 0) {
                 report_error(arguments->error_write, MG_SPAWN_STAGE_SECCOMP, errno);

@@ -48,7 +48,7 @@ public struct CallDescriptor: Sendable {
     }
 }
 
-/// What a `code:execute` action runs.
+/// The program a `code:execute` action runs.
 public struct CodeFacts: Sendable, Equatable {
     public var language: String
     public var sandbox: String

@@ -109,7 +109,7 @@ public struct BudgetEvent: Sendable, Equatable {
 public struct Trip: Sendable {
     public var trigger: Trigger
     public var values: String
-    /// What the trip changed in the governor (a halved limit, a token cap), or empty.
+    /// The trip's change to the governor (a halved limit, a token cap), or empty.
     public var effect = ""
 
     static func format(_ value: Double) -> String {

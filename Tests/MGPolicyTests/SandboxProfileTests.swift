@@ -2,7 +2,7 @@ import Foundation
 import Testing
 @testable import MGPolicy
 
-/// The shipped seccomp profiles, read from the source tree.
+/// Reads a shipped seccomp profile from the source tree.
 private func shipped(_ name: String) throws -> String {
     let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     return try String(contentsOf: root.appendingPathComponent("profiles/seccomp/\(name).seccomp"), encoding: .utf8)
@@ -67,7 +67,7 @@ private func parseError(_ text: String) -> String? {
     }
 
     @Test(arguments: ["agent", "strict"])
-    func shippedProfilesAreAllowListsThatRefuseTheEscapes(name: String) throws {
+    func shippedProfilesRefuseEscapes(name: String) throws {
         let rules = try SeccompRules.parse(try shipped(name))
         #expect(rules.defaultAction == .errno(38))
         let allowed = Set(rules.rules.filter { $0.action == .allow && $0.anyOf.isEmpty }.map(\.systemCall))

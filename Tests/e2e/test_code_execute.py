@@ -24,7 +24,7 @@ print(json.dumps(outcomes))
 """
 
 
-def test_eleventh_and_twelfth_interpreter_runs_fail_with_eacces(tmp_path):
+def test_code_execute_hourly_limit_eacces(tmp_path):
     policy = 'rules:\n  - action: "llm:*"\n  - action: "code:execute"\n    rate_limit: {max_per_hour: 10}\n'
     result = run_mg(tmp_path, policy, LOOP, "--upstream", "simulate")
     assert result.returncode == 0, result.stderr
@@ -46,18 +46,19 @@ for name, command in [("shell", ["sh", "-c", "echo shell"]), ("python", ["python
     except PermissionError as error:
         outcomes[name] = f"errno {error.errno}"
 # A script whose #! line names the interpreter directly is seen through that line.
-with open("script.sh", "w") as script:
+path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "script.sh")
+with open(path, "w") as script:
     script.write("#!/bin/sh\necho script\n")
-os.chmod("script.sh", 0o755)
+os.chmod(path, 0o755)
 try:
-    outcomes["script"] = subprocess.run(["./script.sh"], capture_output=True, text=True).stdout.strip()
+    outcomes["script"] = subprocess.run([path], capture_output=True, text=True).stdout.strip()
 except PermissionError as error:
     outcomes["script"] = f"errno {error.errno}"
 print(json.dumps(outcomes))
 """
 
 
-def test_conditions_read_the_language_and_path(tmp_path):
+def test_code_execute_language_condition(tmp_path):
     policy = """
 default_effect: allow
 rules:
@@ -66,7 +67,6 @@ rules:
     effect: deny
     conditions: ["code.language == 'shell'"]
 """
-    os.chdir(tmp_path)
     result = run_mg(tmp_path, policy, "import os\n" + LANGUAGES, "--upstream", "simulate")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"shell": "errno 13", "python": "python", "script": "errno 13"}
@@ -75,7 +75,7 @@ rules:
     assert any("script.sh" in reason for reason in denied)
 
 
-def test_a_wrapper_and_its_children_count_once(tmp_path):
+def test_code_execute_wrapper_counts_once(tmp_path):
     # bash running python: one code execution of shell; the python it starts is part of it.
     policy = 'rules:\n  - action: "llm:*"\n  - action: "code:execute"\n    rate_limit: {max_per_task: 1}\n'
     script = 'import subprocess\nprint(subprocess.run(["bash", "-c", "python3 -c \\"print(7)\\"; sh -c \\"echo 8\\""], capture_output=True, text=True).stdout.split())\n'
@@ -92,7 +92,7 @@ echo "$n"
 """
 
 
-def test_a_script_agent_and_a_self_exec_stay_metered(tmp_path):
+def test_code_execute_script_agent_metered(tmp_path):
     policy = tmp_path / "policy.yaml"
     policy.write_text('rules:\n  - action: "llm:*"\n  - action: "code:execute"\n    rate_limit: {max_per_task: 3}\n')
     # The agent is a shell script: the children it starts count.
@@ -115,7 +115,7 @@ def test_a_script_agent_and_a_self_exec_stay_metered(tmp_path):
     assert completed.stdout.strip() == "3"
 
 
-def test_links_and_shebang_chains_are_followed(tmp_path):
+def test_code_execute_links_followed(tmp_path):
     os.symlink(os.path.realpath(sys.executable), tmp_path / "renamed")
     (tmp_path / "inner").write_text(f"#!{tmp_path / 'renamed'}\nprint('inner')\n")
     (tmp_path / "outer").write_text(f"#!{tmp_path / 'inner'}\n")
@@ -142,7 +142,7 @@ def timed_exec(*arguments):
     return completed, time.monotonic() - started
 
 
-def test_exec_timeout_kills_busy_programs_within_the_limit():
+def test_exec_timeout_busy_programs():
     for code in ["x = 10**(10**9)", "while True: pass"]:
         completed, elapsed = timed_exec("--timeout", "2s", "--", sys.executable, "-c", code)
         assert completed.returncode == 124, completed.stderr
@@ -150,7 +150,7 @@ def test_exec_timeout_kills_busy_programs_within_the_limit():
         assert elapsed <= 2.5, f"{code}: {elapsed:.2f} s"
 
 
-def test_exec_timeout_kills_every_process_of_the_tree(tmp_path):
+def test_exec_timeout_kills_tree(tmp_path):
     marker = f"mg-exec-orphan-{os.getpid()}"
     # A setsid'd shell whose command line carries the marker, so a survivor can be found afterwards.
     code = f"import subprocess, time\nsubprocess.Popen(['sh', '-c', 'sleep 300; : {marker}'], start_new_session=True)\ntime.sleep(300)"
@@ -196,7 +196,7 @@ print(json.dumps(seen))
 """
 
 
-def test_exec_runs_in_a_read_only_sandbox_without_network(tmp_path):
+def test_exec_read_only_no_network(tmp_path):
     (tmp_path / "marker.txt").write_text("host file")
     (tmp_path / "probe.py").write_text(SANDBOX_PROBE)
     # A Unix socket file on the host, such as a daemon's, that the program must not reach.
@@ -210,7 +210,8 @@ def test_exec_runs_in_a_read_only_sandbox_without_network(tmp_path):
     assert completed.returncode == 0, completed.stderr
     seen = json.loads(completed.stdout)
     assert seen["cwd_files"] is True
-    assert seen["home"].startswith("/tmp/mg-run-exec-") and seen["tmpdir"] == seen["home"]
+    assert seen["home"].startswith("/tmp/mg-run-exec-")
+    assert seen["tmpdir"] == seen["home"]
     assert seen["scratch"] == [], "an empty scratch directory"
     assert seen["scratch_writable"] == "ok"
     assert not os.path.exists(seen["home"]), "the scratch directory is removed afterwards"
@@ -228,7 +229,7 @@ def test_exec_runs_in_a_read_only_sandbox_without_network(tmp_path):
     assert seen["keys"] == []
 
 
-def test_exec_passes_the_exit_status_and_names_bad_options(tmp_path):
+def test_exec_status_and_bad_options(tmp_path):
     completed = subprocess.run([MG_RUN, "exec", "--", sys.executable, "-c", "raise SystemExit(7)"], capture_output=True, text=True, timeout=30)
     assert completed.returncode == 7
     completed = subprocess.run([MG_RUN, "exec", "--timeout", "soon", "--", "true"], capture_output=True, text=True, timeout=30)
@@ -244,7 +245,7 @@ def test_exec_passes_the_exit_status_and_names_bad_options(tmp_path):
     assert f"invalid seccomp profile {bad}: line 3: read already has a rule on line 2" in completed.stderr
 
 
-def test_exec_inside_a_governed_run_refuses_and_says_why(tmp_path):
+def test_exec_inside_run_refused(tmp_path):
     script = f"import subprocess\ndone = subprocess.run([{MG_RUN!r}, 'exec', '--', 'true'], capture_output=True, text=True)\nprint(done.returncode)\nprint(done.stderr)\n"
     result = run_mg(tmp_path, 'rules:\n  - action: "llm:*"\n', script, "--upstream", "simulate")
     assert result.returncode == 0, result.stderr

@@ -23,7 +23,7 @@ def host_namespaces():
     return {kind: os.readlink(f"/proc/self/ns/{kind}") for kind in ["pid", "mnt", "ipc", "uts", "net"]}
 
 
-def test_agent_gets_pid_mount_ipc_uts_and_network_namespaces(tmp_path):
+def test_agent_namespaces_all_new(tmp_path):
     result = run_mg(tmp_path, POLICY, NAMESPACES, "--upstream", "simulate")
     assert result.returncode == 0, result.stderr
     inside = json.loads(result.stdout)
@@ -31,14 +31,14 @@ def test_agent_gets_pid_mount_ipc_uts_and_network_namespaces(tmp_path):
     assert [kind for kind in host if inside[kind] == host[kind]] == []
 
 
-def test_no_sandbox_runs_in_the_host_namespaces_with_a_warning(tmp_path):
+def test_no_sandbox_host_namespaces(tmp_path):
     result = run_mg(tmp_path, POLICY, NAMESPACES, "--upstream", "simulate", "--no-sandbox")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == host_namespaces()
     assert "running the agent WITHOUT a sandbox, as asked (--no-sandbox)" in result.stderr
 
 
-def test_no_sandbox_conflicts_with_a_policy_that_names_a_profile(tmp_path):
+def test_no_sandbox_profile_conflict(tmp_path):
     policy = 'run:\n  sandbox: {profile: agent}\n' + POLICY
     result = run_mg(tmp_path, policy, "print('ran')", "--upstream", "simulate", "--no-sandbox")
     assert result.returncode == 2
@@ -46,7 +46,7 @@ def test_no_sandbox_conflicts_with_a_policy_that_names_a_profile(tmp_path):
     assert result.stdout == ""
 
 
-def test_refuses_to_start_when_the_sandbox_cannot_be_built(tmp_path):
+def test_sandbox_failure_refuses_start(tmp_path):
     setpriv = shutil.which("setpriv")
     if setpriv is None:
         pytest.fail("setpriv (util-linux) is missing; install util-linux")
@@ -75,7 +75,7 @@ print(json.dumps(seen))
 """
 
 
-def test_writable_paths_under_a_read_only_root(tmp_path):
+def test_writable_paths_read_only_root(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     other = tmp_path / "other"
@@ -113,14 +113,14 @@ print(json.dumps(seen))
 """
 
 
-def test_strict_profile_keeps_the_proxy_and_refuses_unix_sockets(tmp_path):
+def test_strict_profile_unix_sockets(tmp_path):
     policy = 'run:\n  sandbox: {profile: strict}\n' + POLICY
     result = run_mg(tmp_path, policy, STRICT, "--upstream", "simulate")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"unix": 13, "proxy": 200}
 
 
-def test_unknown_seccomp_profile_file_is_named(tmp_path):
+def test_missing_profile_file_named(tmp_path):
     policy = f'run:\n  sandbox: {{profile: "{tmp_path}/missing.seccomp"}}\n' + POLICY
     result = run_mg(tmp_path, policy, "print('ran')", "--upstream", "simulate")
     assert result.returncode == 2
@@ -148,7 +148,7 @@ print(json.dumps({"forked": len(children), "errno": failure}))
 """
 
 
-def test_processes_limit_caps_the_tree_through_the_pids_cgroup(tmp_path):
+def test_processes_limit_pids_cgroup(tmp_path):
     policy = 'run:\n  sandbox:\n    rlimits: {processes: 16}\n' + POLICY
     result = run_mg(tmp_path, policy, FORKS, "--upstream", "simulate")
     assert result.returncode == 0, result.stderr
@@ -163,7 +163,7 @@ def test_processes_limit_caps_the_tree_through_the_pids_cgroup(tmp_path):
         assert [name for name in os.listdir(f"{mount}/mg-run") if not name.startswith(("cgroup.", "notify_on_release", "pids.", "tasks"))] == []
 
 
-def test_check_reports_a_bad_profile_file_and_missing_writable_path(tmp_path):
+def test_check_sandbox_files(tmp_path):
     profile = tmp_path / "bad.seccomp"
     profile.write_text("default errno ENOSYS\nallow read\nbogus here\n")
     policy = tmp_path / "policy.yaml"
@@ -184,7 +184,7 @@ print(json.dumps({name: os.environ.get(name) for name in names}))
 """
 
 
-def test_credentials_stay_out_of_the_agent_environment(tmp_path):
+def test_environment_credentials_removed(tmp_path):
     secrets = {"GITHUB_TOKEN": "ghp-test-value", "MY_SERVICE_API_KEY": "svc-test-value", "AWS_SECRET_ACCESS_KEY": "aws-secret-value",
                "AWS_ACCESS_KEY_ID": "AKIATESTVALUE", "DB_PASSWORD": "db-test-value", "PLAIN_SETTING": "plain"}
     result = run_mg(tmp_path, POLICY, ENVIRONMENT, "--upstream", "simulate", "--pass-env", "MY_SERVICE_API_KEY", env=secrets)

@@ -3,7 +3,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-// One seccomp user notification: a system call of the tree waiting for mg-run's answer.
+// One seccomp user notification: a system call of the tree waiting for mg-run's decision.
 struct mg_notification {
     uint64_t id;
     pid_t pid;            // the calling thread, in mg-run's PID namespace
@@ -19,7 +19,7 @@ int mg_notify_receive(int listener, int timeout_ms, struct mg_notification *_Non
 // interrupted), so what was read from its memory belongs to it.
 int mg_notify_valid(int listener, uint64_t id);
 
-// Answers a notification: error 0 lets the system call run, otherwise it fails with that errno.
+// Responds to a notification: error 0 lets the system call run, otherwise it fails with that errno.
 // Returns 0, or -1 with errno (ENOENT: the caller is gone).
 int mg_notify_respond(int listener, uint64_t id, int error);
 
